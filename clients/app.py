@@ -1,0 +1,87 @@
+"""The dmm-fed ClientApp: private local training and local evaluation.
+
+A client reads ``partition-id`` and ``num-partitions`` from its node config (set by the simulation
+engine, or by ``flower-supernode --node-config`` in deployment), loads only its own partition and
+replies with its full state dict (BatchNorm buffers included) and a few counts. Raw data never
+leaves the client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from dmm_fed.config import RunConfig, parse_run_config
+from dmm_fed.data import resolve_data_root
+from dmm_fed.data.federation import ClientData, client_data
+from dmm_fed.models import build_model
+from dmm_fed.training import OptimizerConfig, evaluate, train
+
+
+@lru_cache(maxsize=4)
+def _cached_data(config: RunConfig, partition_id: int, num_partitions: int) -> ClientData:
+    return client_data(
+        resolve_data_root(config.data_root), config.domain_list, partition_id, num_partitions,
+        config.dirichlet_alpha, config.seed, config.max_train_per_client,
+    )
+
+
+def _setup(context: Context, overrides: Mapping[str, Any] | None) -> tuple[RunConfig, ClientData]:
+    config = parse_run_config(context.run_config, overrides)
+    torch.set_num_threads(config.num_threads)
+    try:
+        partition_id = int(context.node_config["partition-id"])
+        num_partitions = int(context.node_config["num-partitions"])
+    except KeyError as err:
+        raise KeyError(
+            "This ClientApp needs 'partition-id' and 'num-partitions' in its node config, e.g. "
+            "flower-supernode --node-config \"partition-id=0 num-partitions=8\""
+        ) from err
+    return config, _cached_data(config, partition_id, num_partitions)
+
+
+def _load_model(config: RunConfig, msg: Message) -> torch.nn.Module:
+    model = build_model(config.model)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict(), strict=True)
+    return model
+
+
+def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
+    """A ClientApp; ``overrides`` (kebab-case run-config keys) win over the run config."""
+    app = ClientApp()
+
+    @app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        config, data = _setup(context, overrides)
+        model = _load_model(config, msg)
+        server_round = int(msg.content["config"].get("server-round", 0))
+        partition_id = int(context.node_config["partition-id"])
+        seed = config.seed * 100_003 + 1_009 * server_round + partition_id
+        loss = train(
+            model, data.x_train, data.y_train, config.local_epochs, config.batch_size,
+            OptimizerConfig(config.optimizer, config.learning_rate, config.momentum,
+                            config.weight_decay),
+            seed=seed,
+        )
+        metrics = MetricRecord({"num-examples": len(data.y_train), "train-loss": loss})
+        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        config, data = _setup(context, overrides)
+        loss, acc = evaluate(_load_model(config, msg), data.x_test, data.y_test)
+        metrics = MetricRecord(
+            {"num-examples": len(data.y_test), "eval-loss": loss, "eval-accuracy": acc}
+        )
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+app = make_client_app()
