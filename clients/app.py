@@ -13,13 +13,19 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import resolve_data_root
 from dmm_fed.data.federation import ClientData, client_data
 from dmm_fed.models import build_model
+from dmm_fed.statistics import (
+    ACTIVATION_PREFIX,
+    STATISTICS_KEY,
+    activation_statistics,
+    flatten_targets,
+)
 from dmm_fed.training import OptimizerConfig, evaluate, train
 
 
@@ -51,6 +57,21 @@ def _load_model(config: RunConfig, msg: Message) -> torch.nn.Module:
     return model
 
 
+def client_statistics(
+    config: RunConfig, model: torch.nn.Module, data: ClientData, partition_id: int
+) -> ConfigRecord:
+    """The aggregate statistics DMM may use: label counts (if shared), the activation mean/var of
+    norm layers without running stats, the domain name and partition id. Nothing about single
+    examples."""
+    stats = {f"{ACTIVATION_PREFIX}{k}": v
+             for k, v in flatten_targets(activation_statistics(model, data.x_train)).items()}
+    if config.share_label_counts:
+        stats["label-counts"] = data.label_counts()
+    stats["domain"] = data.domain
+    stats["partition-id"] = partition_id
+    return ConfigRecord(stats)
+
+
 def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     """A ClientApp; ``overrides`` (kebab-case run-config keys) win over the run config."""
     app = ClientApp()
@@ -70,6 +91,8 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         )
         metrics = MetricRecord({"num-examples": len(data.y_train), "train-loss": loss})
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+        if msg.content["config"].get("send-statistics", False):
+            content[STATISTICS_KEY] = client_statistics(config, model, data, partition_id)
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()

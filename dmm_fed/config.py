@@ -16,9 +16,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from dmm_fed.data import DOMAINS
+from dmm_fed.dmm import STUDENT_INITS, TEACHER_MODES
+from dmm_fed.merging import BN_MODES, COMBINES, MERGE_METHODS
 from dmm_fed.models import MODELS
 
-STRATEGIES: tuple[str, ...] = ("fedavg",)
+STRATEGIES: tuple[str, ...] = ("dmm", "fedavg")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
 
@@ -26,7 +28,7 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 class RunConfig:
     """All run settings; the field ``foo_bar`` is the Flower key ``foo-bar``."""
 
-    strategy: str = "fedavg"
+    strategy: str = "dmm"
     num_server_rounds: int = 1
     round_timeout: float = 1800.0
     min_nodes: int = 2
@@ -47,6 +49,35 @@ class RunConfig:
     weight_decay: float = 0.0005
     num_threads: int = 1
     fraction_evaluate: float = 1.0
+    # --- DMM (strategy = "dmm"); see dmm_fed/dmm.py ---
+    share_label_counts: bool = True
+    merge_method: str = "fedavg"
+    merge_scale: float = 0.0
+    ties_density: float = 0.2
+    dare_drop_rate: float = 0.5
+    dare_combine: str = "linear"
+    bn_merge: str = "mixture"
+    similarity_threshold: float = 0.65
+    num_clusters: int = 0
+    bn_similarity_weight: float = 0.0
+    student_init: str = "all"
+    teachers: str = "clusters"
+    pseudo_samples_per_teacher: int = 128
+    synthesis_steps: int = 200
+    synthesis_lr: float = 0.1
+    bn_loss_weight: float = 1.0
+    bn_first_layer_weight: float = 1.0
+    ce_loss_weight: float = 1.0
+    tv_loss_weight: float = 0.01
+    l2_loss_weight: float = 0.0
+    jitter: int = 2
+    flip: bool = False
+    distill_steps: int = 400
+    distill_lr: float = 0.0001
+    distill_batch_size: int = 128
+    temperature: float = 4.0
+    reestimate_bn: bool = False
+    report_baselines: bool = True
 
     @property
     def domain_list(self) -> tuple[str, ...]:
@@ -68,23 +99,37 @@ class RunConfig:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("model", self.model, MODELS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("merge-method", self.merge_method, MERGE_METHODS)
+        _choice("dare-combine", self.dare_combine, COMBINES)
+        _choice("bn-merge", self.bn_merge, BN_MODES)
+        _choice("student-init", self.student_init, STUDENT_INITS)
+        _choice("teachers", self.teachers, TEACHER_MODES)
         if not self.domain_list:
             raise ValueError(f"'domains' is empty; choose from {', '.join(DOMAINS)}")
         for domain in self.domain_list:
             _choice("domains", domain, DOMAINS)
         if len(set(self.domain_list)) != len(self.domain_list):
             raise ValueError(f"'domains' lists a domain twice: {self.domains!r}")
-        positive = ("num_server_rounds", "min_nodes", "local_epochs", "batch_size", "num_threads")
+        positive = ("num_server_rounds", "min_nodes", "local_epochs", "batch_size", "num_threads",
+                    "pseudo_samples_per_teacher", "distill_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"'{_key(name)}' must be >= 1, got {getattr(self, name)}")
-        for name in ("round_timeout", "node_wait_timeout", "learning_rate"):
+        for name in ("round_timeout", "node_wait_timeout", "learning_rate", "synthesis_lr",
+                     "distill_lr", "temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"'{_key(name)}' must be > 0, got {getattr(self, name)}")
         for name in ("dirichlet_alpha", "max_train_per_client", "max_test_per_domain",
-                     "momentum", "weight_decay"):
+                     "momentum", "weight_decay", "merge_scale", "num_clusters",
+                     "bn_similarity_weight", "synthesis_steps", "bn_loss_weight",
+                     "bn_first_layer_weight", "ce_loss_weight", "tv_loss_weight",
+                     "l2_loss_weight", "jitter", "distill_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"'{_key(name)}' must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.ties_density <= 1.0:
+            raise ValueError(f"'ties-density' must be in (0, 1], got {self.ties_density}")
+        if not 0.0 <= self.dare_drop_rate < 1.0:
+            raise ValueError(f"'dare-drop-rate' must be in [0, 1), got {self.dare_drop_rate}")
         if not 0.0 <= self.fraction_evaluate <= 1.0:
             raise ValueError(f"'fraction-evaluate' must be in [0, 1], got {self.fraction_evaluate}")
 

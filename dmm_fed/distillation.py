@@ -25,7 +25,7 @@ class DistillConfig:
     """Budget and optimiser of the refinement."""
 
     steps: int = 400
-    lr: float = 1e-3
+    lr: float = 1e-4
     temperature: float = 4.0
     batch_size: int = 128
     log_every: int = 100

@@ -17,6 +17,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+STATISTICS_KEY = "statistics"  # the ConfigRecord of a train reply that carries these aggregates
+ACTIVATION_PREFIX = "act."  # its keys for activation statistics: act.<layer>.mean / .var
+
 NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 

@@ -31,7 +31,7 @@ class SynthesisConfig:
 
     num_samples: int = 128
     steps: int = 200
-    lr: float = 0.25
+    lr: float = 0.1
     bn_weight: float = 1.0
     first_layer_weight: float = 1.0
     ce_weight: float = 1.0

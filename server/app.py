@@ -21,17 +21,11 @@ from flwr.serverapp.strategy import Result
 from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import resolve_data_root
 from dmm_fed.data.federation import server_test_sets
+from dmm_fed.evaluation import TestSets, baseline_accuracies, domain_accuracies
 from dmm_fed.models import build_model
 from dmm_fed.report import accuracy_table, mean_accuracy, resolve_output_dir, write_json
-from dmm_fed.training import evaluate
+from server.dmm_strategy import DMMStrategy
 from server.strategies import build_strategy
-
-TestSets = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
-
-
-def domain_accuracies(model: torch.nn.Module, test_sets: TestSets) -> dict[str, float]:
-    """Accuracy of ``model`` on each domain's test split."""
-    return {d: evaluate(model, x, y)[1] for d, (x, y) in test_sets.items()}
 
 
 def make_evaluate_fn(
@@ -106,7 +100,7 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
         test_sets = server_test_sets(
             resolve_data_root(config.data_root), domains, config.max_test_per_domain, config.seed
         )
-        strategy = build_strategy(config)
+        strategy = build_strategy(config, artifact_dir=out_dir)
         wait_for_nodes(grid, config.min_nodes, config.node_wait_timeout)
         initial = ArrayRecord(build_model(config.model, seed=config.seed).state_dict())
         result = strategy.start(
@@ -120,9 +114,19 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
             raise RuntimeError("No client replied with a model; see the errors logged above")
         torch.save(result.arrays.to_torch_state_dict(), out_dir / "model.pt")
         payload = results_payload(config, result, time.perf_counter() - start, domains)
+        rows = {config.strategy: payload["final-accuracy"]}
+        if isinstance(strategy, DMMStrategy) and strategy.outputs:
+            last = max(strategy.outputs)
+            payload["dmm"] = strategy.outputs[last].report.to_dict()
+            if config.report_baselines:
+                log(INFO, "Evaluating the baselines (each client, one-shot FedAvg, ensemble)")
+                rows = baseline_accuracies(config.model, strategy.bases[last],
+                                           strategy.updates[last], strategy.outputs[last],
+                                           test_sets)
+                payload["comparison"] = rows
+            payload["wall-time-s"] = time.perf_counter() - start
         write_json(out_dir / "results.json", payload)
-        log(INFO, "Final accuracy (%%), %s:\n%s", config.strategy,
-            accuracy_table({config.strategy: payload["final-accuracy"]}, domains))
+        log(INFO, "Final accuracy (%%) on held-out test sets:\n%s", accuracy_table(rows, domains))
         log(INFO, "Wrote %s and %s", out_dir / "results.json", out_dir / "model.pt")
 
     return app

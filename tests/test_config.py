@@ -50,3 +50,11 @@ def test_unknown_key_lists_valid_keys():
 def test_bad_values_are_refused(bad):
     with pytest.raises(ValueError):
         parse_run_config(bad)
+
+
+def test_app_defaults_equal_library_defaults():
+    """A DMMStrategy built with DMMConfig() behaves like the app's default run."""
+    from dmm_fed.dmm import DMMConfig
+    from server.strategies import dmm_config
+
+    assert dmm_config(RunConfig()) == DMMConfig()

@@ -1,0 +1,72 @@
+"""The DMM server step end to end on small models: clustering, skipping, class support."""
+
+import torch
+
+from dmm_fed.distillation import DistillConfig, kd_loss
+from dmm_fed.dmm import ClientUpdate, DMMConfig, dmm_merge
+from dmm_fed.models import build_model
+from dmm_fed.synthesis import SynthesisConfig
+
+FAST = DMMConfig(
+    synthesis=SynthesisConfig(num_samples=16, steps=5, log_every=0),
+    distill=DistillConfig(steps=5, batch_size=16, log_every=0),
+)
+
+
+def _planted_updates(groups: int, per_group: int) -> tuple[dict, list[ClientUpdate]]:
+    """Clients whose task vectors are a group direction plus small noise."""
+    base = build_model("cnn", seed=0).state_dict()
+    g = torch.Generator().manual_seed(0)
+    directions = [{k: torch.randn(v.shape, generator=g) * 0.01 for k, v in base.items()
+                   if v.is_floating_point()} for _ in range(groups)]
+    updates = []
+    for k in range(groups):
+        for _ in range(per_group):
+            state = {key: (v + directions[k][key]
+                           + 0.002 * torch.randn(v.shape, generator=g)).abs()
+                     if key.endswith("running_var")
+                     else v + directions[k][key] + 0.002 * torch.randn(v.shape, generator=g)
+                     if v.is_floating_point() else v.clone()
+                     for key, v in base.items()}
+            counts = [0] * 10
+            counts[k] = 100
+            updates.append(ClientUpdate(state, 100 + k, counts, name=f"g{k}"))
+    return base, updates
+
+
+def test_planted_groups_are_recovered_and_distilled():
+    base, updates = _planted_updates(3, 2)
+    out = dmm_merge(base, updates, lambda: build_model("cnn"), FAST)
+    assert out.report.clusters == [0, 0, 1, 1, 2, 2]
+    assert out.report.student_cluster == 2  # the largest by examples (102 per client)
+    assert len(out.teachers) == 3 and out.report.teachers == [[0, 1], [2, 3], [4, 5]]
+    # each teacher's class support is its members' label counts: one class each
+    assert [s.index(max(s)) for s in out.report.class_support] == [0, 1, 2]
+    assert set(out.report.seconds) == {"similarity", "merge", "synthesis", "distillation"}
+    assert out.state.keys() == base.keys()
+    build_model("cnn").load_state_dict(out.state)
+
+
+def test_one_cluster_means_plain_merge():
+    base, updates = _planted_updates(1, 3)
+    out = dmm_merge(base, updates, lambda: build_model("cnn"), FAST)
+    assert out.report.clusters == [0, 0, 0]
+    assert out.report.skipped
+    assert "synthesis" not in out.report.seconds
+
+
+def test_teachers_models_mode_and_inferred_support():
+    base, updates = _planted_updates(2, 2)
+    updates = [ClientUpdate(u.state, u.num_examples, None, name=u.name) for u in updates]
+    config = DMMConfig(**{**FAST.__dict__, "teachers": "models", "student_init": "all"})
+    out = dmm_merge(base, updates, lambda: build_model("cnn"), config)
+    # the student's own cluster merge plus each model outside it
+    assert out.report.teachers == [[2, 3], [0], [1]]
+    assert all(sum(s) > 0 for s in out.report.class_support)
+
+
+def test_kd_loss_zero_iff_distributions_match():
+    logits = torch.randn(8, 10)
+    probs = torch.softmax(logits / 4.0, dim=1)
+    assert kd_loss(logits, probs, 4.0).abs().item() < 1e-6
+    assert kd_loss(torch.zeros(8, 10), probs, 4.0).item() > 1e-3
