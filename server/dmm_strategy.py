@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from pathlib import Path
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -35,9 +35,10 @@ from dmm_fed.report import write_json
 from dmm_fed.statistics import ACTIVATION_PREFIX, STATISTICS_KEY, unflatten_targets
 
 
-def parse_reply(msg: Message, weighted_by_key: str = "num-examples") -> ClientUpdate:
-    """A reply's content as a :class:`ClientUpdate`; ``ValueError`` if it is malformed."""
-    content = msg.content
+def parse_reply(
+    content: RecordDict, sender: int, weighted_by_key: str = "num-examples"
+) -> ClientUpdate:
+    """A train reply's content as a :class:`ClientUpdate`; ``ValueError`` if it is malformed."""
     if len(content.array_records) != 1 or len(content.metric_records) != 1:
         raise ValueError("expected exactly one ArrayRecord and one MetricRecord")
     arrays = next(iter(content.array_records.values()))
@@ -56,7 +57,7 @@ def parse_reply(msg: Message, weighted_by_key: str = "num-examples") -> ClientUp
         num_examples=int(num_examples),
         label_counts=[int(c) for c in counts] if counts is not None else None,
         activation_stats=unflatten_targets(acts),
-        name=f"{stats.get('partition-id', msg.metadata.src_node_id)}:{stats.get('domain', '?')}",
+        name=f"{stats.get('partition-id', sender)}:{stats.get('domain', '?')}",
     )
 
 
@@ -116,10 +117,11 @@ class DMMStrategy(FedAvg):
             if msg.has_error():
                 log(WARNING, "DMM: node %d failed: %s", msg.metadata.src_node_id, msg.error.reason)
                 continue
+            node = msg.metadata.src_node_id
             try:
-                updates.append(parse_reply(msg, self.weighted_by_key))
+                updates.append(parse_reply(msg.content, node, self.weighted_by_key))
             except (ValueError, KeyError, TypeError) as err:
-                log(WARNING, "DMM: ignoring reply of node %d: %s", msg.metadata.src_node_id, err)
+                log(WARNING, "DMM: ignoring reply of node %d: %s", node, err)
                 continue
             contents.append(msg.content)
         log(INFO, "aggregate_train (DMM): %d usable replies", len(updates))

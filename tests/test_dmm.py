@@ -70,3 +70,49 @@ def test_kd_loss_zero_iff_distributions_match():
     probs = torch.softmax(logits / 4.0, dim=1)
     assert kd_loss(logits, probs, 4.0).abs().item() < 1e-6
     assert kd_loss(torch.zeros(8, 10), probs, 4.0).item() > 1e-3
+
+
+class _GroupNormNet(torch.nn.Module):
+    """BatchNorm layers plus a GroupNorm without running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.GroupNorm(2, 8), torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_uploaded_activation_statistics_are_merged_and_matched():
+    from dmm_fed.statistics import activation_statistics
+
+    torch.manual_seed(0)
+    base = _GroupNormNet().state_dict()
+    updates = []
+    for k in range(2):
+        model = _GroupNormNet()
+        model.load_state_dict(base)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.5)
+        x = torch.randn(64, 3, 28, 28) * (1 + k)
+        model.train()
+        with torch.no_grad():
+            model(x)  # BN running stats move toward this client's data
+        stats = activation_statistics(model, x)
+        assert set(stats) == {"body.4"}
+        updates.append(ClientUpdate(model.state_dict(), 64, [10] * 10, stats, name=str(k)))
+    config = DMMConfig(**{**FAST.__dict__, "num_clusters": 2,
+                          "synthesis": SynthesisConfig(num_samples=16, steps=30, log_every=0)})
+    out = dmm_merge(base, updates, _GroupNormNet, config)
+    assert len(out.teachers) == 2
+    for teacher, update in zip(out.teachers, updates, strict=True):
+        # a singleton cluster keeps its client's uploaded statistics as targets
+        torch.testing.assert_close(teacher.activation_stats["body.4"].var,
+                                   update.activation_stats["body.4"].var)
+    assert all(e < s for s, e in zip(out.report.synthesis_bn_loss_start,
+                                     out.report.synthesis_bn_loss, strict=True))
