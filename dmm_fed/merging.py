@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from dmm_fed.layout import StateDict, StateLayout
+from dmm_fed.statistics import mixture_moments
 
 MERGE_METHODS: tuple[str, ...] = ("fedavg", "task-arithmetic", "ties", "dare")
 BN_MODES: tuple[str, ...] = ("mixture", "average")
@@ -273,13 +274,10 @@ def merge_bn_statistics(
         ref_mean, ref_var = states[0][mean_key], states[0][var_key]
         means = [_f64(s[mean_key], ref_mean) for s in states]
         variances = [_f64(s[var_key], ref_var) for s in states]
-        mean = sum(w * m for w, m in zip(normalised, means, strict=True))
         if mode == "mixture":
-            var = sum(
-                w * (v + (m - mean) ** 2)
-                for w, m, v in zip(normalised, means, variances, strict=True)
-            )
+            mean, var = mixture_moments(means, variances, normalised)
         else:
+            mean = sum(w * m for w, m in zip(normalised, means, strict=True))
             var = sum(w * v for w, v in zip(normalised, variances, strict=True))
         ref_count = states[0][count_key]
         out[mean_key] = mean.to(ref_mean.dtype)

@@ -106,21 +106,30 @@ def running_stat_targets(model: nn.Module) -> dict[str, NormTarget]:
     }
 
 
+def mixture_moments(
+    means: Sequence[torch.Tensor], variances: Sequence[torch.Tensor], weights: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of a mixture of distributions (law of total variance).
+
+    ``weights`` must sum to 1: ``mu = sum_i w_i mu_i``, ``var = sum_i w_i (var_i + (mu_i - mu)^2)``.
+    """
+    mean = sum(w * m for w, m in zip(weights, means, strict=True))
+    var = sum(w * (v + (m - mean) ** 2) for w, m, v in zip(weights, means, variances, strict=True))
+    return mean, var
+
+
 def merge_targets(
     targets: Sequence[Mapping[str, NormTarget]], weights: Sequence[float]
 ) -> dict[str, NormTarget]:
     """Statistics of the mixture of several clients' inputs (weights: their example counts)."""
     total = float(sum(weights))
+    shares = [w / total for w in weights]
     names = set(targets[0]).intersection(*targets[1:])
-    merged = {}
-    for name in sorted(names):
-        mean = sum(w / total * t[name].mean for w, t in zip(weights, targets, strict=True))
-        second = sum(
-            w / total * (t[name].var + t[name].mean ** 2)
-            for w, t in zip(weights, targets, strict=True)
-        )
-        merged[name] = NormTarget(mean, second - mean**2)
-    return merged
+    return {
+        name: NormTarget(*mixture_moments([t[name].mean for t in targets],
+                                          [t[name].var for t in targets], shares))
+        for name in sorted(names)
+    }
 
 
 def flatten_targets(targets: Mapping[str, NormTarget]) -> dict[str, list[float]]:
