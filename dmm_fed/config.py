@@ -48,6 +48,7 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0005
     num_threads: int = 1
+    server_threads: int = 0
     fraction_evaluate: float = 1.0
     # --- DMM (strategy = "dmm"); see dmm_fed/dmm.py ---
     share_label_counts: bool = True
@@ -120,7 +121,7 @@ class RunConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"'{_key(name)}' must be > 0, got {getattr(self, name)}")
         for name in ("dirichlet_alpha", "max_train_per_client", "max_test_per_domain",
-                     "momentum", "weight_decay", "merge_scale", "num_clusters",
+                     "momentum", "weight_decay", "server_threads", "merge_scale", "num_clusters",
                      "bn_similarity_weight", "synthesis_steps", "bn_loss_weight",
                      "bn_first_layer_weight", "ce_loss_weight", "tv_loss_weight",
                      "l2_loss_weight", "jitter", "distill_steps"):

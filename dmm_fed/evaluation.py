@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,17 +50,21 @@ def baseline_accuracies(
     updates: Sequence[ClientUpdate],
     dmm: DMMOutput,
     test_sets: TestSets,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per-domain accuracy of each client's model, one-shot FedAvg, the teachers' ensemble, DMM."""
-    rows = {
-        f"client {u.name or i}": state_accuracies(model_name, u.state, test_sets)
-        for i, u in enumerate(updates)
-    }
+    """Per-domain accuracy of each client's model, FedAvg of those same models (one-shot FedAvg
+    when there is one round), the teachers' output ensemble, and DMM."""
+    say = progress or (lambda _msg: None)
+    rows = {}
+    for i, u in enumerate(updates):
+        say(f"evaluating client {i + 1}/{len(updates)}")
+        rows[f"client {u.name or i}"] = state_accuracies(model_name, u.state, test_sets)
+    say("evaluating FedAvg of the same clients, the teachers' ensemble and DMM")
     layout = StateLayout.from_model(build_model(model_name))
     fedavg = merge_states(base, [u.state for u in updates],
                           [float(u.num_examples) for u in updates], layout, "fedavg",
                           bn_mode="average")
-    rows["fedavg (one-shot)"] = state_accuracies(model_name, fedavg, test_sets)
+    rows["fedavg (same clients)"] = state_accuracies(model_name, fedavg, test_sets)
     rows["teacher ensemble"] = ensemble_accuracies(
         model_name, [t.state for t in dmm.teachers], test_sets
     )

@@ -15,6 +15,9 @@ DEFAULT_RUNS_DIR = Path("~/.cache/dmm-fed/runs")
 def resolve_output_dir(value: str, strategy: str) -> Path:
     """The run's output directory: ``value`` (must be absolute) or a new timestamped default.
 
+    Only resolved here; :func:`write_json` and the checkpoint create it when they write, so a
+    run that fails at start leaves nothing behind.
+
     Relative paths are refused: under ``flwr run`` the ServerApp runs in the SuperLink's working
     directory, not the caller's, so a relative path would land somewhere unexpected.
     """
@@ -28,7 +31,6 @@ def resolve_output_dir(value: str, strategy: str) -> Path:
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = DEFAULT_RUNS_DIR.expanduser() / f"{stamp}-{strategy}"
-    path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
 
 
@@ -51,6 +53,7 @@ def mean_accuracy(accs: Mapping[str, float], domains: tuple[str, ...]) -> float:
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` as indented JSON (NaN written as null), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_finite(payload), indent=2) + "\n")
     tmp.replace(path)

@@ -92,7 +92,8 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
     def _main(grid: Grid, context: Context) -> None:
         start = time.perf_counter()
         config = parse_run_config(context.run_config, overrides)
-        torch.set_num_threads(config.num_threads)
+        if config.server_threads:
+            torch.set_num_threads(config.server_threads)
         out_dir = resolve_output_dir(config.output_dir, config.strategy)
         log(INFO, "dmm-fed: strategy=%s model=%s domains=%s, output in %s",
             config.strategy, config.model, config.domains, out_dir)
@@ -112,6 +113,7 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
         )
         if not result.arrays:
             raise RuntimeError("No client replied with a model; see the errors logged above")
+        out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(result.arrays.to_torch_state_dict(), out_dir / "model.pt")
         payload = results_payload(config, result, time.perf_counter() - start, domains)
         rows = {config.strategy: payload["final-accuracy"]}
@@ -122,7 +124,7 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
                 log(INFO, "Evaluating the baselines (each client, one-shot FedAvg, ensemble)")
                 rows = baseline_accuracies(config.model, strategy.bases[last],
                                            strategy.updates[last], strategy.outputs[last],
-                                           test_sets)
+                                           test_sets, progress=lambda m: log(INFO, m))
                 payload["comparison"] = rows
             payload["wall-time-s"] = time.perf_counter() - start
         write_json(out_dir / "results.json", payload)

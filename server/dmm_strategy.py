@@ -61,6 +61,11 @@ def parse_reply(
     )
 
 
+def _sort_key(name: str) -> tuple[int, str]:
+    head = name.split(":", 1)[0]
+    return (int(head), name) if head.isdigit() else (2**63, name)
+
+
 class DMMStrategy(FedAvg):
     """FedAvg's sampling and messaging, DMM's aggregation (cluster, merge, synthesise, distil).
 
@@ -124,6 +129,10 @@ class DMMStrategy(FedAvg):
                 log(WARNING, "DMM: ignoring reply of node %d: %s", node, err)
                 continue
             contents.append(msg.content)
+        # replies arrive in any order; sort by partition id (else node id) so that clusters,
+        # teacher order and synthesis seeds do not depend on it
+        order = sorted(range(len(updates)), key=lambda i: _sort_key(updates[i].name))
+        updates, contents = [updates[i] for i in order], [contents[i] for i in order]
         log(INFO, "aggregate_train (DMM): %d usable replies", len(updates))
         if not updates or self._global is None:
             return None, None

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     overrides = parse_config_args([args.run_config])
     config = parse_run_config({}, {**overrides, "strategy": "dmm"})
+    server_threads = config.server_threads or torch.get_num_threads()
     torch.set_num_threads(config.num_threads)
     domains = config.domain_list
     tests = server_test_sets(resolve_data_root(config.data_root), domains,
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.clients_cache:
             torch.save((base, updates), args.clients_cache)
     train_s = time.perf_counter() - tick
+    torch.set_num_threads(server_threads)  # the server step, as in the ServerApp
     out = dmm_merge(base, updates, lambda: build_model(config.model), dmm_config(config),
                     progress=lambda m: print(m, flush=True))
     rows = baseline_accuracies(config.model, base, updates, out, tests)

@@ -5,7 +5,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from dmm_fed.models import build_model
-from server.dmm_strategy import parse_reply
+from server.dmm_strategy import _sort_key, parse_reply
 
 
 def _reply(**records) -> RecordDict:
@@ -46,3 +46,9 @@ def test_reply_with_statistics():
 def test_malformed_replies_are_refused(records):
     with pytest.raises(ValueError):
         parse_reply(_reply(**records), sender=7)
+
+
+def test_updates_sort_by_partition_id_then_name():
+    names = ["10:mnist", "2:optdigits", "123456789", "node-x", "0:mnist"]
+    assert sorted(names, key=_sort_key) == ["0:mnist", "2:optdigits", "10:mnist", "123456789",
+                                            "node-x"]

@@ -12,7 +12,7 @@ from dmm_fed.data.domains import DOMAINS, SPLITS, load_domain, prepare
 from dmm_fed.data.paths import ENV_VAR, resolve_data_root
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dmm_fed.data.prepare", description=__doc__)
     parser.add_argument(
         "--root", default=None, help=f"data root (default: ${ENV_VAR} or ~/.cache/dmm-fed/data)"
@@ -27,14 +27,19 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(DOMAINS),
         help=f"comma-separated subset of {','.join(DOMAINS)}",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Prepare the requested domains and print how many examples each split holds."""
-    args = _parse(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     root = resolve_data_root(args.root)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+    unknown = [d for d in domains if d not in DOMAINS]
+    if unknown or not domains:
+        parser.error(f"unknown domain(s) {', '.join(unknown) or '(none given)'}; "
+                     f"valid: {', '.join(DOMAINS)}")
     print(f"data root: {root}", flush=True)
     prepare(root, online=args.online, domains=domains)
     for name in domains:
