@@ -57,6 +57,18 @@ def _load_model(config: RunConfig, msg: Message) -> torch.nn.Module:
     return model
 
 
+def local_train(
+    config: RunConfig, model: torch.nn.Module, data: ClientData, partition_id: int,
+    server_round: int,
+) -> float:
+    """The client's private training step (seeded by run seed, round and partition)."""
+    seed = config.seed * 100_003 + 1_009 * server_round + partition_id
+    optimizer = OptimizerConfig(config.optimizer, config.learning_rate, config.momentum,
+                                config.weight_decay)
+    return train(model, data.x_train, data.y_train, config.local_epochs, config.batch_size,
+                 optimizer, seed=seed)
+
+
 def client_statistics(
     config: RunConfig, model: torch.nn.Module, data: ClientData, partition_id: int
 ) -> ConfigRecord:
@@ -82,13 +94,7 @@ def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
         model = _load_model(config, msg)
         server_round = int(msg.content["config"].get("server-round", 0))
         partition_id = int(context.node_config["partition-id"])
-        seed = config.seed * 100_003 + 1_009 * server_round + partition_id
-        loss = train(
-            model, data.x_train, data.y_train, config.local_epochs, config.batch_size,
-            OptimizerConfig(config.optimizer, config.learning_rate, config.momentum,
-                            config.weight_decay),
-            seed=seed,
-        )
+        loss = local_train(config, model, data, partition_id, server_round)
         metrics = MetricRecord({"num-examples": len(data.y_train), "train-loss": loss})
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
         if msg.content["config"].get("send-statistics", False):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from flwr.common.config import parse_config_args
 
+from clients.app import local_train
 from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import resolve_data_root
 from dmm_fed.data.federation import client_data, server_test_sets
@@ -25,7 +26,6 @@ from dmm_fed.evaluation import baseline_accuracies
 from dmm_fed.models import build_model
 from dmm_fed.report import accuracy_table, write_json
 from dmm_fed.statistics import activation_statistics
-from dmm_fed.training import OptimizerConfig, train
 from server.strategies import dmm_config
 
 
@@ -39,10 +39,7 @@ def train_clients(config: RunConfig, num_clients: int) -> tuple[dict, list[Clien
                            config.seed, config.max_train_per_client)
         model = build_model(config.model)
         model.load_state_dict(base)
-        seed = config.seed * 100_003 + 1_009 * 1 + pid
-        train(model, data.x_train, data.y_train, config.local_epochs, config.batch_size,
-              OptimizerConfig(config.optimizer, config.learning_rate, config.momentum,
-                              config.weight_decay), seed=seed)
+        local_train(config, model, data, pid, server_round=1)
         updates.append(ClientUpdate(
             {k: v.clone() for k, v in model.state_dict().items()}, len(data.y_train),
             data.label_counts() if config.share_label_counts else None,
