@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmm_fed.data import IMAGE_SHAPE
 from dmm_fed.distillation import DistillConfig, distill, reestimate_bn, teacher_targets
 from dmm_fed.layout import StateDict, StateLayout
 from dmm_fed.merging import merge_states
@@ -169,7 +168,6 @@ def infer_class_support(
     teacher: nn.Module,
     targets: Mapping[str, NormTarget],
     config: DMMConfig,
-    num_classes: int,
     seed: int,
 ) -> list[int]:
     """Class support without label counts: what the teacher confidently predicts on inputs
@@ -182,7 +180,7 @@ def infer_class_support(
         probs = F.softmax(teacher(x), dim=1)
     confident = probs.max(1).values >= config.support_confidence
     preds = probs.argmax(1)[confident] if confident.any() else probs.argmax(1)
-    return torch.bincount(preds, minlength=num_classes).tolist()
+    return torch.bincount(preds, minlength=probs.shape[1]).tolist()
 
 
 def dmm_merge(
@@ -241,10 +239,9 @@ def dmm_merge(
         model.load_state_dict(teacher.state)
         model.eval()
         targets = {**running_stat_targets(model), **teacher.activation_stats}
-        num_classes = model(torch.zeros(2, *IMAGE_SHAPE)).shape[1]
         support = (
             list(teacher.label_counts) if teacher.label_counts is not None
-            else infer_class_support(model, targets, config, num_classes, config.seed + 7919 * i)
+            else infer_class_support(model, targets, config, config.seed + 7919 * i)
         )
         labels_i = sample_labels(support, config.synthesis.num_samples, generator)
         result = synthesize(model, targets, labels_i, config.synthesis, config.seed + 104_729 * i,

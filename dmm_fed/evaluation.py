@@ -51,9 +51,11 @@ def baseline_accuracies(
     dmm: DMMOutput,
     test_sets: TestSets,
     progress: Callable[[str], None] | None = None,
+    dmm_accuracy: Mapping[str, float] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per-domain accuracy of each client's model, FedAvg of those same models (one-shot FedAvg
-    when there is one round), the teachers' output ensemble, and DMM."""
+    when there is one round), the teachers' output ensemble, and DMM (``dmm_accuracy`` when the
+    caller has already evaluated ``dmm.state``)."""
     say = progress or (lambda _msg: None)
     rows = {}
     for i, u in enumerate(updates):
@@ -68,5 +70,5 @@ def baseline_accuracies(
     rows["teacher ensemble"] = ensemble_accuracies(
         model_name, [t.state for t in dmm.teachers], test_sets
     )
-    rows["dmm"] = state_accuracies(model_name, dmm.state, test_sets)
+    rows["dmm"] = dict(dmm_accuracy or state_accuracies(model_name, dmm.state, test_sets))
     return rows

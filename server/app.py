@@ -124,7 +124,8 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
                 log(INFO, "Evaluating the baselines (each client, one-shot FedAvg, ensemble)")
                 rows = baseline_accuracies(config.model, strategy.bases[last],
                                            strategy.updates[last], strategy.outputs[last],
-                                           test_sets, progress=lambda m: log(INFO, m))
+                                           test_sets, progress=lambda m: log(INFO, m),
+                                           dmm_accuracy=payload["final-accuracy"])
                 payload["comparison"] = rows
             payload["wall-time-s"] = time.perf_counter() - start
         write_json(out_dir / "results.json", payload)

@@ -119,10 +119,10 @@ class DMMStrategy(FedAvg):
         client_seconds = time.perf_counter() - self._sent_at
         updates, contents = [], []
         for msg in replies:
-            if msg.has_error():
-                log(WARNING, "DMM: node %d failed: %s", msg.metadata.src_node_id, msg.error.reason)
-                continue
             node = msg.metadata.src_node_id
+            if msg.has_error():
+                log(WARNING, "DMM: node %d failed: %s", node, msg.error.reason)
+                continue
             try:
                 updates.append(parse_reply(msg.content, node, self.weighted_by_key))
             except (ValueError, KeyError, TypeError) as err:
