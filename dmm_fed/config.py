@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from dmm_fed.data import DOMAINS
-from dmm_fed.dmm import STUDENT_INITS, TEACHER_MODES
+from dmm_fed.dmm import PSEUDO_INPUTS, STUDENT_INITS, TEACHER_MODES
 from dmm_fed.merging import BN_MODES, COMBINES, MERGE_METHODS
 from dmm_fed.models import MODELS
 
@@ -63,6 +63,7 @@ class RunConfig:
     bn_similarity_weight: float = 0.0
     student_init: str = "all"
     teachers: str = "clusters"
+    pseudo_inputs: str = "synthesized"
     pseudo_samples_per_teacher: int = 128
     synthesis_steps: int = 200
     synthesis_lr: float = 0.1
@@ -105,6 +106,7 @@ class RunConfig:
         _choice("bn-merge", self.bn_merge, BN_MODES)
         _choice("student-init", self.student_init, STUDENT_INITS)
         _choice("teachers", self.teachers, TEACHER_MODES)
+        _choice("pseudo-inputs", self.pseudo_inputs, PSEUDO_INPUTS)
         if not self.domain_list:
             raise ValueError(f"'domains' is empty; choose from {', '.join(DOMAINS)}")
         for domain in self.domain_list:

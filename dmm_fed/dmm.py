@@ -35,10 +35,11 @@ from dmm_fed.similarity import (
     flatten_task_vectors,
 )
 from dmm_fed.statistics import NormTarget, merge_targets, running_stat_targets
-from dmm_fed.synthesis import SynthesisConfig, sample_labels, synthesize
+from dmm_fed.synthesis import SynthesisConfig, noise_inputs, sample_labels, synthesize
 
 STUDENT_INITS: tuple[str, ...] = ("largest", "all")
 TEACHER_MODES: tuple[str, ...] = ("clusters", "models")
+PSEUDO_INPUTS: tuple[str, ...] = ("synthesized", "noise")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class DMMConfig:
     bn_similarity_weight: float = 0.0
     student_init: str = "all"
     teachers: str = "clusters"
+    pseudo_inputs: str = "synthesized"  # "noise": distil on clamped Gaussian noise (an ablation)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     reestimate_bn: bool = False
@@ -106,11 +108,12 @@ class DMMReport:
 
 @dataclass(frozen=True)
 class DMMOutput:
-    """The refined global model, the teachers it learnt from, and the report."""
+    """The refined global model, the teachers it learnt from, their pseudo-data, the report."""
 
     state: StateDict
     teachers: list[Teacher]
     report: DMMReport
+    pseudo_data: list[torch.Tensor] = field(default_factory=list)
 
 
 def _merge_hparams(config: DMMConfig, n: int) -> dict[str, Any]:
@@ -244,9 +247,13 @@ def dmm_merge(
             else infer_class_support(model, targets, config, config.seed + 7919 * i)
         )
         labels_i = sample_labels(support, config.synthesis.num_samples, generator)
-        result = synthesize(model, targets, labels_i, config.synthesis, config.seed + 104_729 * i,
-                            progress=lambda m, i=i: say(f"synthesis teacher {i + 1}/"
-                                                         f"{len(teachers)}: {m}"))
+        if config.pseudo_inputs == "noise":
+            result = noise_inputs(labels_i, config.seed + 104_729 * i)
+        else:
+            result = synthesize(model, targets, labels_i, config.synthesis,
+                                config.seed + 104_729 * i,
+                                progress=lambda m, i=i: say(f"synthesis teacher {i + 1}/"
+                                                             f"{len(teachers)}: {m}"))
         teacher_models.append(model)
         pseudo.append(result.x)
         report.class_support.append([int(c) for c in support])
@@ -267,5 +274,5 @@ def dmm_merge(
     report.distill_loss_start, report.distill_loss = result.loss_start, result.loss_end
     report.seconds = seconds
     return DMMOutput({k: v.detach().clone() for k, v in student.state_dict().items()},
-                     teachers, report)
+                     teachers, report, pseudo)
 

@@ -13,6 +13,7 @@ range after each step. The batch with the lowest loss is kept.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,17 @@ def _augment(x: torch.Tensor, config: SynthesisConfig, generator: torch.Generato
     return x
 
 
+def noise_inputs(labels: torch.Tensor, seed: int) -> SynthesisResult:
+    """Gaussian noise clamped to the data range, shaped like synthesised pseudo-data: the
+    "distil on noise" ablation, which shows how much the synthesised inputs carry."""
+    x = _noise(len(labels), torch.Generator().manual_seed(seed))
+    return SynthesisResult(x, labels, math.nan, math.nan, math.nan, 0.0)
+
+
+def _noise(n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn((n, *IMAGE_SHAPE), generator=generator).clamp_(*DATA_RANGE)
+
+
 def synthesize(
     teacher: nn.Module,
     targets: Mapping[str, NormTarget],
@@ -132,8 +144,7 @@ def synthesize(
     for p in teacher.parameters():
         p.requires_grad_(False)
     low, high = DATA_RANGE
-    x = torch.randn((len(labels), *IMAGE_SHAPE), generator=generator).clamp_(low, high)
-    x.requires_grad_(True)
+    x = _noise(len(labels), generator).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.9))
     best_loss, best_x, bn_start, best_bn = float("inf"), x.detach().clone(), float("nan"), 0.0
     with capture_norm_inputs({n: layers[n] for n in ordered}) as captured:

@@ -66,6 +66,28 @@ def _sort_key(name: str) -> tuple[int, str]:
     return (int(head), name) if head.isdigit() else (2**63, name)
 
 
+def usable_updates(
+    replies: Iterable[Message], weighted_by_key: str = "num-examples"
+) -> tuple[list[ClientUpdate], list[RecordDict]]:
+    """The well-formed train replies as updates (with their contents), sorted by partition id
+    (else node id) so that clusters, teacher order and synthesis seeds do not depend on arrival
+    order; failed and malformed replies are logged and left out."""
+    updates, contents = [], []
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            log(WARNING, "DMM: node %d failed: %s", node, msg.error.reason)
+            continue
+        try:
+            updates.append(parse_reply(msg.content, node, weighted_by_key))
+        except (ValueError, KeyError, TypeError) as err:
+            log(WARNING, "DMM: ignoring reply of node %d: %s", node, err)
+            continue
+        contents.append(msg.content)
+    order = sorted(range(len(updates)), key=lambda i: _sort_key(updates[i].name))
+    return [updates[i] for i in order], [contents[i] for i in order]
+
+
 class DMMStrategy(FedAvg):
     """FedAvg's sampling and messaging, DMM's aggregation (cluster, merge, synthesise, distil).
 
@@ -117,22 +139,7 @@ class DMMStrategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         client_seconds = time.perf_counter() - self._sent_at
-        updates, contents = [], []
-        for msg in replies:
-            node = msg.metadata.src_node_id
-            if msg.has_error():
-                log(WARNING, "DMM: node %d failed: %s", node, msg.error.reason)
-                continue
-            try:
-                updates.append(parse_reply(msg.content, node, self.weighted_by_key))
-            except (ValueError, KeyError, TypeError) as err:
-                log(WARNING, "DMM: ignoring reply of node %d: %s", node, err)
-                continue
-            contents.append(msg.content)
-        # replies arrive in any order; sort by partition id (else node id) so that clusters,
-        # teacher order and synthesis seeds do not depend on it
-        order = sorted(range(len(updates)), key=lambda i: _sort_key(updates[i].name))
-        updates, contents = [updates[i] for i in order], [contents[i] for i in order]
+        updates, contents = usable_updates(replies, self.weighted_by_key)
         log(INFO, "aggregate_train (DMM): %d usable replies", len(updates))
         if not updates or self._global is None:
             return None, None

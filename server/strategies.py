@@ -28,6 +28,7 @@ def dmm_config(config: RunConfig) -> DMMConfig:
         bn_similarity_weight=config.bn_similarity_weight,
         student_init=config.student_init,
         teachers=config.teachers,
+        pseudo_inputs=config.pseudo_inputs,
         synthesis=SynthesisConfig(
             num_samples=config.pseudo_samples_per_teacher,
             steps=config.synthesis_steps,

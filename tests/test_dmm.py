@@ -1,5 +1,8 @@
 """The DMM server step end to end on small models: clustering, skipping, class support."""
 
+import math
+from dataclasses import replace
+
 import torch
 
 from dmm_fed.distillation import DistillConfig, kd_loss
@@ -116,3 +119,19 @@ def test_uploaded_activation_statistics_are_merged_and_matched():
                                    update.activation_stats["body.4"].var)
     assert all(e < s for s, e in zip(out.report.synthesis_bn_loss_start,
                                      out.report.synthesis_bn_loss, strict=True))
+
+
+def test_noise_ablation_distils_on_clamped_noise_and_keeps_the_pseudo_data():
+    base, updates = _planted_updates(2, 2)
+    synthesized = dmm_merge(base, updates, lambda: build_model("cnn"), FAST)
+    noise = dmm_merge(base, updates, lambda: build_model("cnn"),
+                      replace(FAST, pseudo_inputs="noise"))
+    assert [x.shape for x in noise.pseudo_data] == [(16, 3, 28, 28)] * 2
+    assert [x.shape for x in synthesized.pseudo_data] == [(16, 3, 28, 28)] * 2
+    for x in noise.pseudo_data:
+        assert x.min() >= -1 and x.max() <= 1
+        assert 0.5 < x.std() < 1  # Gaussian noise, clamped to the data range
+    # no synthesis ran: no BN loss was measured, and the inputs differ from the synthesised ones
+    assert all(math.isnan(v) for v in noise.report.synthesis_bn_loss)
+    assert not torch.equal(noise.pseudo_data[0], synthesized.pseudo_data[0])
+    assert noise.state.keys() == base.keys()

@@ -34,21 +34,21 @@ def test_pseudo_data_from_bn_statistics_is_recognised_by_an_independent_model(da
 
 
 @pytest.mark.slow
-def test_dmm_beats_one_shot_fedavg_under_extreme_label_skew(data_root):
+def test_dmm_beats_one_shot_fedavg_under_extreme_label_skew(data_root, tmp_path):
     """Dirichlet(0.01) over MNIST: each client sees one or two digits."""
     from dmm_fed.config import parse_run_config
     from dmm_fed.data.federation import server_test_sets
     from dmm_fed.dmm import dmm_merge
     from dmm_fed.evaluation import baseline_accuracies
     from server.strategies import dmm_config
-    from simulations.compare import train_clients
+    from simulations.collect import train_through_flower
 
     config = parse_run_config({}, {
         "domains": "mnist", "dirichlet-alpha": 0.01, "max-train-per-client": 600,
         "local-epochs": 2, "data-root": str(data_root), "pseudo-samples-per-teacher": 64,
         "synthesis-steps": 100, "distill-steps": 300,
     })
-    base, updates = train_clients(config, num_clients=6)
+    base, updates, _ = train_through_flower(config, num_clients=6, cache_dir=tmp_path)
     out = dmm_merge(base, updates, lambda: build_model("cnn"), dmm_config(config))
     rows = baseline_accuracies("cnn", base, updates, out,
                                server_test_sets(data_root, ("mnist",), 2000))

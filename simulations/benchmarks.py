@@ -1,0 +1,44 @@
+"""Named benchmark federations: a client count and run-config overrides on top of the defaults.
+
+``digits`` is the default ``flwr run`` federation (``num-supernodes=8``, no overrides).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dmm_fed.config import RunConfig, parse_run_config
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A federation to run every method on."""
+
+    name: str
+    description: str
+    num_clients: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, seed: int, extra: dict[str, Any] | None = None) -> RunConfig:
+        """The benchmark's run config for ``seed`` (``extra`` kebab-case keys win)."""
+        return parse_run_config({}, {**self.overrides, **(extra or {}), "seed": seed})
+
+
+def _label_skew(domain: str, alpha: float) -> Benchmark:
+    return Benchmark(
+        f"{domain}-a{alpha:g}",
+        f"label skew: {domain}, 10 clients, Dirichlet alpha {alpha:g}",
+        10,
+        {"domains": domain, "dirichlet-alpha": alpha},
+    )
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark("digits", "domain shift: mnist, optdigits, mnistm, synthdigits; 2 clients each "
+                  "(the default `flwr run` federation)", 8),
+        *(_label_skew("mnist", a) for a in (0.01, 0.1, 0.5)),
+    )
+}
