@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 
 from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import resolve_data_root
@@ -84,9 +85,12 @@ def client_statistics(
     return ConfigRecord(stats)
 
 
-def make_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
-    """A ClientApp; ``overrides`` (kebab-case run-config keys) win over the run config."""
-    app = ClientApp()
+def make_client_app(
+    overrides: Mapping[str, Any] | None = None, mods: list[Mod] | None = None
+) -> ClientApp:
+    """A ClientApp; ``overrides`` (kebab-case run-config keys) win over the run config; ``mods``
+    are Flower client mods wrapped around every call (e.g. to inject faults in tests)."""
+    app = ClientApp(mods=mods)
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:

@@ -50,6 +50,7 @@ class RunConfig:
     num_threads: int = 1
     server_threads: int = 0
     fraction_evaluate: float = 1.0
+    norm_outlier_factor: float = 10.0
     # --- DMM (strategy = "dmm"); see dmm_fed/dmm.py ---
     share_label_counts: bool = True
     merge_method: str = "fedavg"
@@ -123,7 +124,8 @@ class RunConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"'{_key(name)}' must be > 0, got {getattr(self, name)}")
         for name in ("dirichlet_alpha", "max_train_per_client", "max_test_per_domain",
-                     "momentum", "weight_decay", "server_threads", "merge_scale", "num_clusters",
+                     "momentum", "weight_decay", "server_threads", "norm_outlier_factor",
+                     "merge_scale", "num_clusters",
                      "bn_similarity_weight", "synthesis_steps", "bn_loss_weight",
                      "bn_first_layer_weight", "ce_loss_weight", "tv_loss_weight",
                      "l2_loss_weight", "jitter", "distill_steps"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from dmm_fed.evaluation import TestSets, baseline_accuracies, domain_accuracies
 from dmm_fed.models import build_model
 from dmm_fed.report import accuracy_table, mean_accuracy, resolve_output_dir, write_json
 from server.dmm_strategy import DMMStrategy
+from server.screened import ScreenedFedAvg
 from server.strategies import build_strategy
 
 
@@ -111,11 +112,18 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
             timeout=config.round_timeout,
             evaluate_fn=make_evaluate_fn(config, test_sets),
         )
+        final = result.arrays or initial
         if not result.arrays:
-            raise RuntimeError("No client replied with a model; see the errors logged above")
+            log(WARNING, "No round produced a new global model (see the warnings above); "
+                "saving the initial model")
         out_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(result.arrays.to_torch_state_dict(), out_dir / "model.pt")
+        torch.save(final.to_torch_state_dict(), out_dir / "model.pt")
         payload = results_payload(config, result, time.perf_counter() - start, domains)
+        if isinstance(strategy, ScreenedFedAvg):
+            payload["refused-replies"] = {
+                r: [{"node": n, "reason": reason, "detail": d} for n, reason, d in s.rejected]
+                for r, s in strategy.screened.items()
+            }
         rows = {config.strategy: payload["final-accuracy"]}
         if isinstance(strategy, DMMStrategy) and strategy.outputs:
             last = max(strategy.outputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from dmm_fed.config import RunConfig
 from dmm_fed.distillation import DistillConfig
@@ -12,6 +12,7 @@ from dmm_fed.dmm import DMMConfig
 from dmm_fed.models import build_model
 from dmm_fed.synthesis import SynthesisConfig
 from server.dmm_strategy import DMMStrategy
+from server.screened import ScreenedFedAvg
 
 
 def dmm_config(config: RunConfig) -> DMMConfig:
@@ -60,14 +61,16 @@ def build_strategy(config: RunConfig, artifact_dir: Path | None = None) -> Strat
         "min_train_nodes": config.min_nodes,
         "min_evaluate_nodes": config.min_nodes if config.fraction_evaluate > 0 else 0,
         "min_available_nodes": config.min_nodes,
+        "norm_factor": config.norm_outlier_factor,
     }
     if config.strategy == "fedavg":
-        return FedAvg(**sampling)
+        return ScreenedFedAvg(**sampling)
     if config.strategy == "dmm":
         return DMMStrategy(
             model_factory=lambda: build_model(config.model),
             dmm=dmm_config(config),
             artifact_dir=artifact_dir,
+            require_statistics=True,  # this project's ClientApp always sends them when asked
             **sampling,
         )
     raise ValueError(f"Unknown strategy {config.strategy!r}")

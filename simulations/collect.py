@@ -13,16 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable
 from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from flwr.app import ArrayRecord, Context
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
 from clients.app import make_client_app
@@ -31,7 +29,7 @@ from dmm_fed.dmm import ClientUpdate
 from dmm_fed.layout import StateDict
 from dmm_fed.models import build_model
 from server.app import wait_for_nodes
-from server.dmm_strategy import usable_updates
+from server.screened import ScreenedFedAvg
 
 DEFAULT_CACHE_DIR = Path("~/.cache/dmm-fed/experiments/clients")
 CLIENT_KEYS: tuple[str, ...] = (
@@ -41,25 +39,14 @@ CLIENT_KEYS: tuple[str, ...] = (
 """The run-config keys the client models depend on (and so the cache key)."""
 
 
-class CollectStrategy(FedAvg):
-    """FedAvg's messaging; keeps every usable train reply (with its statistics)."""
+class CollectStrategy(ScreenedFedAvg):
+    """Screened FedAvg that asks for statistics; the usable replies stay in ``screened``."""
 
-    def __init__(self, **fedavg_kwargs: Any) -> None:
-        super().__init__(**fedavg_kwargs)
-        self.updates: list[ClientUpdate] = []
+    request_statistics = True
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        config["send-statistics"] = True
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        self.updates, _ = usable_updates(replies, self.weighted_by_key)
-        return super().aggregate_train(server_round, replies)
+    def updates(self) -> list[ClientUpdate]:
+        """The usable updates of the (single) round."""
+        return self.screened[1].updates if 1 in self.screened else []
 
 
 def cache_path(config: RunConfig, num_clients: int, cache_dir: Path) -> Path:
@@ -87,12 +74,13 @@ def collect_app(config: RunConfig, num_clients: int, path: Path) -> ServerApp:
         strategy.start(grid=grid, initial_arrays=ArrayRecord(base), num_rounds=1,
                        timeout=config.round_timeout)
         seconds = time.perf_counter() - tick
-        if len(strategy.updates) != num_clients:
-            raise RuntimeError(f"only {len(strategy.updates)} of {num_clients} clients replied "
-                               "usably; see the warnings above")
+        updates = strategy.updates()
+        if len(updates) != num_clients:
+            raise RuntimeError(f"only {len(updates)} of {num_clients} clients replied usably; "
+                               "see the warnings above")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"base": base, "updates": strategy.updates, "seconds": seconds}, tmp)
+        torch.save({"base": base, "updates": updates, "seconds": seconds}, tmp)
         tmp.replace(path)
         log(INFO, "Saved %d client updates to %s", num_clients, path)
 

@@ -5,7 +5,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from dmm_fed.models import build_model
-from server.dmm_strategy import _sort_key, parse_reply
+from server.replies import _sort_key, parse_reply
 
 
 def _reply(**records) -> RecordDict:

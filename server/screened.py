@@ -1,0 +1,102 @@
+"""``ScreenedFedAvg``: Flower's FedAvg that refuses bad replies and skips rounds with too few.
+
+Every train reply is screened (:func:`server.replies.screen_replies`); refusals, and nodes that
+did not reply within the round timeout, are logged with the node id and counted in the round's
+metrics (``replies-rejected``, ``rejected-<reason>``, reason ``timeout`` for missing replies).
+When fewer than ``min_train_nodes`` replies are usable the round is skipped with a warning and
+the previous global model is kept (Flower's ``Strategy.start`` keeps it when aggregation returns
+no arrays).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from logging import WARNING
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from dmm_fed.layout import StateDict
+from server.replies import Screened, screen_replies
+
+_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+class ScreenedFedAvg(FedAvg):
+    """FedAvg with reply screening.
+
+    Parameters
+    ----------
+    norm_factor : float
+        Refuse task vectors whose norm exceeds this times the round's median (0: off).
+    require_statistics : bool
+        Refuse replies without the ``statistics`` record (it is asked for when
+        ``request_statistics`` or this is true).
+    **fedavg_kwargs
+        Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+    """
+
+    request_statistics = False
+
+    def __init__(self, norm_factor: float = 0.0, require_statistics: bool = False,
+                 **fedavg_kwargs: Any) -> None:
+        super().__init__(**fedavg_kwargs)
+        self.norm_factor = norm_factor
+        self.require_statistics = require_statistics
+        self.screened: dict[int, Screened] = {}
+        self._global: ArrayRecord | None = None
+        self._sent_at = 0.0
+        self._sent_to: list[int] = []
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._global = arrays
+        self._sent_at = time.perf_counter()
+        if self.request_statistics or self.require_statistics:
+            config["send-statistics"] = True
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self._sent_to = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def global_state(self) -> StateDict:
+        """The global state dict the current round's clients trained from."""
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        return self._global.to_torch_state_dict()
+
+    def screen(self, server_round: int, replies: Iterable[Message]) -> Screened | None:
+        """The round's usable replies, or ``None`` (logged) when fewer than the minimum."""
+        base = self.global_state()
+        keys = [k for k, v in base.items() if v.is_floating_point()
+                and not k.endswith(_STAT_SUFFIXES)]
+        replies = list(replies)
+        screened = screen_replies(replies, base, keys, self.weighted_by_key,
+                                  self.require_statistics, self.norm_factor)
+        arrived = {m.metadata.src_node_id for m in replies}
+        for node in self._sent_to:
+            if node not in arrived:
+                log(WARNING, "No reply from node %d within the round timeout", node)
+                screened.rejected.append((node, "timeout", "no reply within the round timeout"))
+        self.screened[server_round] = screened
+        if len(screened.updates) < self.min_train_nodes:
+            log(WARNING, "Round %d skipped: %d usable replies (%d refused), fewer than the "
+                "minimum of %d; the global model stays as it was", server_round,
+                len(screened.updates), len(screened.rejected), self.min_train_nodes)
+            return None
+        return screened
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        screened = self.screen(server_round, replies)
+        if screened is None:
+            return None, MetricRecord(self.screened[server_round].metrics())
+        arrays, metrics = super().aggregate_train(server_round, screened.messages)
+        metrics = metrics or MetricRecord()
+        metrics.update(screened.metrics())
+        return arrays, metrics
