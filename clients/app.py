@@ -21,6 +21,7 @@ from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import resolve_data_root
 from dmm_fed.data.federation import ClientData, client_data
 from dmm_fed.models import build_model
+from dmm_fed.privacy import noisy_bn_statistics, noisy_targets
 from dmm_fed.statistics import (
     ACTIVATION_PREFIX,
     STATISTICS_KEY,
@@ -58,12 +59,17 @@ def _load_model(config: RunConfig, msg: Message) -> torch.nn.Module:
     return model
 
 
+def client_seed(config: RunConfig, partition_id: int, server_round: int) -> int:
+    """The seed of a client's randomness in a round (run seed, round and partition)."""
+    return config.seed * 100_003 + 1_009 * server_round + partition_id
+
+
 def local_train(
     config: RunConfig, model: torch.nn.Module, data: ClientData, partition_id: int,
     server_round: int,
 ) -> float:
-    """The client's private training step (seeded by run seed, round and partition)."""
-    seed = config.seed * 100_003 + 1_009 * server_round + partition_id
+    """The client's private training step (seeded by :func:`client_seed`)."""
+    seed = client_seed(config, partition_id, server_round)
     optimizer = OptimizerConfig(config.optimizer, config.learning_rate, config.momentum,
                                 config.weight_decay)
     return train(model, data.x_train, data.y_train, config.local_epochs, config.batch_size,
@@ -71,13 +77,16 @@ def local_train(
 
 
 def client_statistics(
-    config: RunConfig, model: torch.nn.Module, data: ClientData, partition_id: int
+    config: RunConfig, model: torch.nn.Module, data: ClientData, partition_id: int,
+    noise_seed: int = 0,
 ) -> ConfigRecord:
     """The aggregate statistics DMM may use: label counts (if shared), the activation mean/var of
-    norm layers without running stats, the domain name and partition id. Nothing about single
-    examples."""
-    stats = {f"{ACTIVATION_PREFIX}{k}": v
-             for k, v in flatten_targets(activation_statistics(model, data.x_train)).items()}
+    norm layers without running stats (with ``statistics-noise``), the domain name and partition
+    id. Nothing about single examples."""
+    acts = activation_statistics(model, data.x_train)
+    if config.statistics_noise > 0:
+        acts = noisy_targets(acts, config.statistics_noise, noise_seed)
+    stats = {f"{ACTIVATION_PREFIX}{k}": v for k, v in flatten_targets(acts).items()}
     if config.share_label_counts:
         stats["label-counts"] = data.label_counts()
     stats["domain"] = data.domain
@@ -100,9 +109,14 @@ def make_client_app(
         partition_id = int(context.node_config["partition-id"])
         loss = local_train(config, model, data, partition_id, server_round)
         metrics = MetricRecord({"num-examples": len(data.y_train), "train-loss": loss})
-        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+        state = model.state_dict()
+        noise_seed = client_seed(config, partition_id, server_round) + 7
+        if config.statistics_noise > 0:
+            state = noisy_bn_statistics(state, config.statistics_noise, noise_seed)
+        content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
         if msg.content["config"].get("send-statistics", False):
-            content[STATISTICS_KEY] = client_statistics(config, model, data, partition_id)
+            content[STATISTICS_KEY] = client_statistics(config, model, data, partition_id,
+                                                        noise_seed)
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()

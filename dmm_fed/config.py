@@ -53,6 +53,7 @@ class RunConfig:
     norm_outlier_factor: float = 10.0
     # --- DMM (strategy = "dmm"); see dmm_fed/dmm.py ---
     share_label_counts: bool = True
+    statistics_noise: float = 0.0
     merge_method: str = "fedavg"
     merge_scale: float = 0.0
     ties_density: float = 0.2
@@ -125,6 +126,7 @@ class RunConfig:
                 raise ValueError(f"'{_key(name)}' must be > 0, got {getattr(self, name)}")
         for name in ("dirichlet_alpha", "max_train_per_client", "max_test_per_domain",
                      "momentum", "weight_decay", "server_threads", "norm_outlier_factor",
+                     "statistics_noise",
                      "merge_scale", "num_clusters",
                      "bn_similarity_weight", "synthesis_steps", "bn_loss_weight",
                      "bn_first_layer_weight", "ce_loss_weight", "tv_loss_weight",

@@ -35,6 +35,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/dmm-fed/experiments/clients")
 CLIENT_KEYS: tuple[str, ...] = (
     "seed", "domains", "dirichlet-alpha", "max-train-per-client", "model", "local-epochs",
     "batch-size", "optimizer", "learning-rate", "momentum", "weight-decay", "share-label-counts",
+    "statistics-noise",
 )
 """The run-config keys the client models depend on (and so the cache key)."""
 
