@@ -36,6 +36,7 @@ class RunConfig:
     seed: int = 0
     data_root: str = ""
     output_dir: str = ""
+    resume: bool = False
     domains: str = "mnist,optdigits,mnistm,synthdigits"
     dirichlet_alpha: float = 0.0
     max_train_per_client: int = 2000
@@ -109,6 +110,9 @@ class RunConfig:
         _choice("student-init", self.student_init, STUDENT_INITS)
         _choice("teachers", self.teachers, TEACHER_MODES)
         _choice("pseudo-inputs", self.pseudo_inputs, PSEUDO_INPUTS)
+        if self.resume and not self.output_dir:
+            raise ValueError("'resume' needs 'output-dir': the directory whose checkpoint.pt "
+                             "to continue from")
         if not self.domain_list:
             raise ValueError(f"'domains' is empty; choose from {', '.join(DOMAINS)}")
         for domain in self.domain_list:

@@ -20,17 +20,18 @@ replies without them). Replies are screened first (:class:`server.screened.Scree
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from logging import INFO
 from pathlib import Path
 
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord
 from flwr.common import log
 from torch import nn
 
 from dmm_fed.dmm import ClientUpdate, DMMConfig, DMMOutput, dmm_merge
 from dmm_fed.layout import StateDict
 from dmm_fed.report import write_json
+from server.replies import Screened
 from server.screened import ScreenedFedAvg
 
 
@@ -75,13 +76,10 @@ class DMMStrategy(ScreenedFedAvg):
             d.merge_method, d.bn_merge, d.similarity_threshold, d.num_clusters or "auto",
             d.student_init, d.teachers)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+    def aggregate_screened(
+        self, server_round: int, screened: Screened
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         client_seconds = time.perf_counter() - self._sent_at
-        screened = self.screen(server_round, replies)
-        if screened is None:
-            return None, MetricRecord(self.screened[server_round].metrics())
         updates = screened.updates
         log(INFO, "aggregate_train (DMM): %d usable replies", len(updates))
         base = self.global_state()
@@ -101,7 +99,6 @@ class DMMStrategy(ScreenedFedAvg):
                        {"clients": [u.name for u in updates], **report.to_dict()})
         metrics = self.train_metrics_aggr_fn([m.content for m in screened.messages],
                                              self.weighted_by_key)
-        metrics.update(screened.metrics())
         metrics["dmm-num-clusters"] = max(report.clusters) + 1
         for phase, seconds in report.seconds.items():
             metrics[f"dmm-{phase}-s"] = seconds

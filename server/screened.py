@@ -5,7 +5,8 @@ did not reply within the round timeout, are logged with the node id and counted 
 metrics (``replies-rejected``, ``rejected-<reason>``, reason ``timeout`` for missing replies).
 When fewer than ``min_train_nodes`` replies are usable the round is skipped with a warning and
 the previous global model is kept (Flower's ``Strategy.start`` keeps it when aggregation returns
-no arrays).
+no arrays). ``round_offset`` numbers the rounds of a resumed run after those already done, so
+that clients (whose randomness is seeded by the round) do exactly what they would have done.
 """
 
 from __future__ import annotations
@@ -47,10 +48,14 @@ class ScreenedFedAvg(FedAvg):
         super().__init__(**fedavg_kwargs)
         self.norm_factor = norm_factor
         self.require_statistics = require_statistics
+        self.round_offset = 0  # rounds already done before this start() (a resumed run)
         self.screened: dict[int, Screened] = {}
+        self.train_metrics: dict[int, dict[str, Any]] = {}
+        self.evaluate_metrics: dict[int, dict[str, Any]] = {}
         self._global: ArrayRecord | None = None
         self._sent_at = 0.0
         self._sent_to: list[int] = []
+        self._restored_refusals: dict[int, list[dict[str, Any]]] = {}
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -59,7 +64,8 @@ class ScreenedFedAvg(FedAvg):
         self._sent_at = time.perf_counter()
         if self.request_statistics or self.require_statistics:
             config["send-statistics"] = True
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        rnd = server_round + self.round_offset
+        messages = list(super().configure_train(rnd, arrays, config, grid))
         self._sent_to = [m.metadata.dst_node_id for m in messages]
         return messages
 
@@ -93,10 +99,50 @@ class ScreenedFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        screened = self.screen(server_round, replies)
+        rnd = server_round + self.round_offset
+        screened = self.screen(rnd, replies)
         if screened is None:
-            return None, MetricRecord(self.screened[server_round].metrics())
-        arrays, metrics = super().aggregate_train(server_round, screened.messages)
-        metrics = metrics or MetricRecord()
-        metrics.update(screened.metrics())
+            arrays, metrics = None, MetricRecord(self.screened[rnd].metrics())
+        else:
+            arrays, metrics = self.aggregate_screened(rnd, screened)
+            metrics = metrics or MetricRecord()
+            metrics.update(screened.metrics())
+        self.train_metrics[rnd] = dict(metrics)
         return arrays, metrics
+
+    def aggregate_screened(
+        self, server_round: int, screened: Screened
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the usable replies (FedAvg here; subclasses merge differently)."""
+        return super().aggregate_train(server_round, screened.messages)
+
+    def refused(self) -> dict[int, list[dict[str, Any]]]:
+        """Every refused reply so far, by round."""
+        return {r: [{"node": n, "reason": reason, "detail": d} for n, reason, d in sc.rejected]
+                for r, sc in self.screened.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the strategy: per-round metrics and refusals."""
+        return {"train-metrics": self.train_metrics, "evaluate-metrics": self.evaluate_metrics,
+                "refused": {**self._restored_refusals, **self.refused()}}
+
+    def load_state_dict(self, state: dict[str, Any], rounds_done: int) -> None:
+        """Restore :meth:`state_dict` and continue numbering rounds after ``rounds_done``."""
+        self.train_metrics = dict(state["train-metrics"])
+        self.evaluate_metrics = dict(state["evaluate-metrics"])
+        self._restored_refusals = dict(state["refused"])
+        self.round_offset = rounds_done
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return super().configure_evaluate(server_round + self.round_offset, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        rnd = server_round + self.round_offset
+        metrics = super().aggregate_evaluate(rnd, replies)
+        if metrics is not None:
+            self.evaluate_metrics[rnd] = dict(metrics)
+        return metrics

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.serverapp.strategy import Strategy
-
 from dmm_fed.config import RunConfig
 from dmm_fed.distillation import DistillConfig
 from dmm_fed.dmm import DMMConfig
@@ -53,7 +51,7 @@ def dmm_config(config: RunConfig) -> DMMConfig:
     )
 
 
-def build_strategy(config: RunConfig, artifact_dir: Path | None = None) -> Strategy:
+def build_strategy(config: RunConfig, artifact_dir: Path | None = None) -> ScreenedFedAvg:
     """The strategy named by ``config.strategy`` (validated by :mod:`dmm_fed.config`)."""
     sampling = {
         "fraction_train": 1.0,

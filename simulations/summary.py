@@ -39,7 +39,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def aggregate(payloads: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
-    """``{method: {domain or "mean": (mean, std)}}`` in %, over the seeds that ran the method."""
+    """``{method: {domain or "mean": (mean, std)}}`` in %, over the seeds that ran the method;
+    budget-sweep points become rows ``DMM, synthesis budget S x T``."""
     domains = payloads[0]["domains"]
     table: dict[str, dict[str, tuple[float, float]]] = {}
     for method in payloads[0]["accuracy"]:
@@ -47,6 +48,13 @@ def aggregate(payloads: Sequence[dict[str, Any]]) -> dict[str, dict[str, tuple[f
         cells = {d: _mean_std([100 * r[d] for r in runs]) for d in domains}
         cells[MEAN] = _mean_std([100 * statistics.fmean(r[d] for d in domains) for r in runs])
         table[method] = cells
+    budgets = sorted({(b["samples"], b["steps"]) for p in payloads for b in p["budget"]})
+    for samples, steps in budgets:
+        runs = [b["accuracy"] for p in payloads for b in p["budget"]
+                if (b["samples"], b["steps"]) == (samples, steps)]
+        cells = {d: _mean_std([100 * r[d] for r in runs]) for d in domains}
+        cells[MEAN] = _mean_std([100 * statistics.fmean(r[d] for d in domains) for r in runs])
+        table[f"DMM, synthesis budget {samples} x {steps}"] = cells
     return table
 
 

@@ -13,7 +13,7 @@ from simulations.summary import aggregate, markdown_table
 
 def _payload(seed: int, dmm: tuple[float, float], fedavg: tuple[float, float]) -> dict:
     return {
-        "seed": seed, "domains": ["a", "b"],
+        "seed": seed, "domains": ["a", "b"], "budget": [],
         "accuracy": {DMM: {"a": dmm[0], "b": dmm[1]}, "fedavg": {"a": fedavg[0], "b": fedavg[1]}},
     }
 
@@ -28,6 +28,15 @@ def test_aggregate_is_mean_and_sample_std_in_percent():
     assert table[DMM]["mean"] == pytest.approx((65.0, 5.0))
     assert table["fedavg"]["a"] == pytest.approx((50.0, 0.0))
     assert table["fedavg"]["mean"] == pytest.approx((35.0, statistics.stdev([30, 40, 35])))
+
+
+def test_budget_points_become_rows():
+    payloads = [_payload(0, (0.8, 0.6), (0.5, 0.1)), _payload(1, (0.9, 0.4), (0.5, 0.3))]
+    for p, acc in zip(payloads, (0.2, 0.4), strict=True):
+        p["budget"] = [{"samples": 8, "steps": 2, "accuracy": {"a": acc, "b": acc}}]
+    row = aggregate(payloads)["DMM, synthesis budget 8 x 2"]
+    assert row["a"] == pytest.approx((30.0, statistics.stdev([20, 40])))
+    assert row["mean"] == pytest.approx(row["a"])
 
 
 def test_markdown_table_has_one_row_per_method_and_bolds_dmm():
