@@ -1,0 +1,92 @@
+"""Beyond one process: Flower's deployment mode and an existing Ray cluster, both on 127.0.0.1."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flwr.app import Context, Message
+from flwr.simulation import run_simulation
+
+from clients.app import make_client_app
+from server.app import make_server_app
+from simulations.deployment import group_alive, run_deployment
+
+TINY = {
+    "domains": "mnist,optdigits", "max-train-per-client": 150, "max-test-per-domain": 300,
+    "local-epochs": 1, "pseudo-samples-per-teacher": 8, "synthesis-steps": 3, "distill-steps": 3,
+    "report-baselines": False,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_deployment_mode_runs_to_completion_and_stops_every_process(data_root, tmp_path):
+    config = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={str(v).lower()}"
+                      for k, v in {**TINY, "data-root": str(data_root)}.items())
+    done = run_deployment(tmp_path / "run", num_supernodes=2, run_config=config,
+                          base_port=_free_port(), timeout=600, logs=tmp_path / "logs")
+    results = json.loads(done.results.read_text())
+    assert results["rounds"][1]["train"]["replies-usable"] == 2
+    assert set(results["final-accuracy"]) == {"mnist", "optdigits"}
+    # each SuperNode loaded its own partition: one client per domain
+    report = json.loads((tmp_path / "run" / "round-1-dmm.json").read_text())
+    assert report["clients"] == ["0:mnist", "1:optdigits"]
+    assert len(done.process_groups) == 3
+    assert not any(group_alive(pgid) for pgid in done.process_groups)
+    assert "Starting Flower SuperLink" in (tmp_path / "logs" / "superlink.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_simulation_attaches_to_an_existing_ray_cluster(data_root, tmp_path, monkeypatch):
+    port = _free_port()
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
+         "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    seen = tmp_path / "seen"
+    seen.mkdir()
+
+    def record_cluster(msg: Message, context: Context, call_next) -> Message:
+        import ray  # inside the Ray actor that runs this ClientApp
+
+        (seen / f"{os.getpid()}.txt").write_text(ray.get_runtime_context().gcs_address)
+        return call_next(msg, context)
+
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run([ray_bin, "status", "--address", address],
+                             capture_output=True).returncode != 0:
+            assert head.poll() is None and time.monotonic() < deadline, "Ray head did not start"
+            time.sleep(1)
+        monkeypatch.setenv("RAY_ADDRESS", address)  # what `flwr run` users set, see README
+        overrides = {**TINY, "data-root": str(data_root), "output-dir": str(tmp_path / "run"),
+                     "round-timeout": 300.0, "node-wait-timeout": 60.0}
+        run_simulation(
+            server_app=make_server_app(overrides),
+            client_app=make_client_app(overrides, mods=[record_cluster]),
+            num_supernodes=2,
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        )
+        results = json.loads((tmp_path / "run" / "results.json").read_text())
+        assert results["rounds"][1]["train"]["replies-usable"] == 2
+        addresses = {p.read_text() for p in seen.iterdir()}
+        assert addresses == {address}  # every ClientApp ran on the existing cluster
+        assert head.poll() is None  # and the simulation left the cluster running
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(60)
