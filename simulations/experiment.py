@@ -2,7 +2,7 @@
 
     python -m simulations.experiment --out-dir /abs/path/results            # all benchmarks
     python -m simulations.experiment --benchmarks digits --seeds 0 1 2 \\
-        --budgets 32x50 128x50 32x200 128x200 256x200 --out-dir /abs/path/results
+        --budgets 32x50 128x50 128x200 --out-dir /abs/path/results   # + a budget sweep
     python -m simulations.experiment --report-only --out-dir /abs/path/results
 
 For each (benchmark, seed) the clients are trained once through Flower (cached, see
@@ -63,7 +63,8 @@ def run_one(
     tests = server_test_sets(resolve_data_root(config.data_root), config.domain_list,
                              config.max_test_per_domain, config.seed)
     results = run_methods(config, base, updates, tests, say, pooled=not args.no_pooled)
-    budget = budget_sweep(config, base, updates, tests, args.budgets, say) if args.budgets else []
+    budgets = args.budgets if bench.name in args.budget_on else []
+    budget = budget_sweep(config, base, updates, tests, budgets, say) if budgets else []
     report = results.dmm.report
     pseudo = [x[:PSEUDO_PER_TEACHER].clone() for x in results.dmm.pseudo_data]
     return {
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="extra key=value overrides for every benchmark (e.g. data-root)")
     parser.add_argument("--budgets", nargs="*", type=_budget, default=[], metavar="SxT",
                         help="also sweep DMM's synthesis budget (samples per teacher x steps)")
+    parser.add_argument("--budget-on", nargs="+", default=["digits"], choices=list(BENCHMARKS),
+                        metavar="NAME", help="benchmarks the budget sweep runs on (default: "
+                        "digits)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads for the server-side methods")
     parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs Ray may use for clients")

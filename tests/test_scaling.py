@@ -2,10 +2,12 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,10 +53,13 @@ def test_deployment_mode_runs_to_completion_and_stops_every_process(data_root, t
 def test_the_simulation_attaches_to_an_existing_ray_cluster(data_root, tmp_path, monkeypatch):
     port = _free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
+    # a private temp dir: Ray records the cluster in <temp-dir>/ray_current_cluster, and a stale
+    # /tmp/ray/ray_current_cluster would make every later ray.init() try to join this cluster
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths
     head = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
          "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
-         "--disable-usage-stats"],
+         "--disable-usage-stats", "--temp-dir", temp_dir],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     address = f"127.0.0.1:{port}"
@@ -92,3 +97,6 @@ def test_the_simulation_attaches_to_an_existing_ray_cluster(data_root, tmp_path,
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not Path("/tmp/ray/ray_current_cluster").exists() or str(port) not in Path(
+        "/tmp/ray/ray_current_cluster").read_text()
