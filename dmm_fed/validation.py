@@ -29,6 +29,15 @@ def _finite(t: torch.Tensor) -> bool:
     return not t.is_floating_point() or bool(torch.isfinite(t).all())
 
 
+def _dtype_mismatch(key: str, value: torch.Tensor, ref: torch.Tensor) -> bool:
+    """Floating tensors must keep the global dtype. Integer counters may come back as integers
+    whatever the global holds (Flower's FedAvg averages ``num_batches_tracked`` into float64)."""
+    if value.is_floating_point() or not ref.is_floating_point():
+        return value.is_floating_point() != ref.is_floating_point() or (
+            value.is_floating_point() and value.dtype != ref.dtype)
+    return not key.endswith("num_batches_tracked")
+
+
 def check_update(update: ClientUpdate, reference: StateDict, num_classes: int) -> None:
     """Raise :class:`InvalidUpdate` unless ``update`` can be merged into ``reference``'s model."""
     missing, extra = sorted(set(reference) - set(update.state)), sorted(
@@ -40,7 +49,7 @@ def check_update(update: ClientUpdate, reference: StateDict, num_classes: int) -
         if value.shape != ref.shape:
             raise InvalidUpdate("shape", f"{key} is {tuple(value.shape)}, "
                                          f"expected {tuple(ref.shape)}")
-        if value.dtype != ref.dtype:
+        if _dtype_mismatch(key, value, ref):
             raise InvalidUpdate("dtype", f"{key} is {value.dtype}, expected {ref.dtype}")
         if not _finite(value):
             raise InvalidUpdate("non-finite", f"{key} holds NaN or Inf")
