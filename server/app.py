@@ -31,10 +31,15 @@ from server.dmm_strategy import DMMStrategy
 from server.screened import ScreenedFedAvg
 from server.strategies import build_strategy
 
+RoundCallback = Callable[[int, ArrayRecord, MetricRecord], None]
+
 
 def make_evaluate_fn(
-    config: RunConfig, test_sets: TestSets, after: Callable[[int, ArrayRecord, MetricRecord], None]
-    | None = None, offset: int = 0, restored: MetricRecord | None = None,
+    config: RunConfig,
+    test_sets: TestSets,
+    after: RoundCallback | None = None,
+    offset: int = 0,
+    restored: MetricRecord | None = None,
 ) -> Callable[[int, ArrayRecord], MetricRecord]:
     """Server-side evaluation after every round: per-domain accuracy and their mean.
 
