@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="SuperLink port; SuperNode i serves its ClientApp API on base+1+i")
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
+    if not args.out_dir.is_absolute():
+        parser.error(f"--out-dir must be absolute (the ServerApp runs in the SuperLink's "
+                     f"working directory), got {args.out_dir}")
     done = run_deployment(args.out_dir, args.num_supernodes, args.run_config, args.base_port,
                           args.timeout)
     print(f"wrote {done.results}; process logs in {done.logs}")

@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.out_dir.is_absolute():
         parser.error(f"--out-dir must be absolute, got {args.out_dir}")
+    if args.report_only and not args.out_dir.is_dir():
+        parser.error(f"--report-only rebuilds the tables of an earlier run, but {args.out_dir} "
+                     "does not exist")
     extra = parse_config_args([args.run_config]) if args.run_config else {}
     if not args.report_only:
         for name in args.benchmarks:

@@ -98,3 +98,18 @@ def test_experiment_runs_every_method_and_writes_tables_and_plots(data_root, tmp
     before = (bench / "seed-0.json").stat().st_mtime
     main(argv)
     assert (bench / "seed-0.json").stat().st_mtime == before
+
+
+def test_command_lines_refuse_relative_or_missing_output_dirs(tmp_path, capsys):
+    from simulations.deployment import main as deploy
+    from simulations.experiment import main as experiment
+
+    for argv, command in ((["--out-dir", "relative/dir"], experiment),
+                          (["--report-only", "--out-dir", str(tmp_path / "none")], experiment),
+                          (["--out-dir", "relative/dir"], deploy)):
+        with pytest.raises(SystemExit) as exit_info:
+            command(argv)
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--out-dir must be absolute" in err and "does not exist" in err
+    assert not (tmp_path / "none").exists()
