@@ -6,12 +6,9 @@ import time
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
-from flwr.simulation import run_simulation
 
-from clients.app import make_client_app
 from dmm_fed.models import build_model
 from dmm_fed.statistics import STATISTICS_KEY
-from server.app import make_server_app
 
 ROUND_TIMEOUT = 60.0  # of the timeout test: its two healthy clients must reply within it
 
@@ -81,16 +78,10 @@ def _overrides(tmp_path, data_root, **extra) -> dict:
 
 
 @pytest.mark.slow
-def test_a_round_completes_with_the_healthy_clients_and_counts_every_refusal(data_root,
+def test_a_round_completes_with_the_healthy_clients_and_counts_every_refusal(run_app, data_root,
                                                                             tmp_path):
     overrides = _overrides(tmp_path, data_root, **{"min-nodes": 3})
-    run_simulation(
-        server_app=make_server_app(overrides),
-        client_app=make_client_app(overrides, mods=[_fault_mod(FAULTS)]),
-        num_supernodes=11,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = run_app(overrides, 11, mods=[_fault_mod(FAULTS)])
     train = results["rounds"][1]["train"]
     assert train["replies-usable"] == 3
     assert train["replies-rejected"] == len(FAULTS)
@@ -111,17 +102,13 @@ def test_a_round_completes_with_the_healthy_clients_and_counts_every_refusal(dat
 
 
 @pytest.mark.slow
-def test_a_client_that_never_replies_is_dropped_after_the_round_timeout(data_root, tmp_path):
+def test_a_client_that_never_replies_is_dropped_after_the_round_timeout(
+    run_app, data_root, tmp_path
+):
     overrides = _overrides(tmp_path, data_root, **{"strategy": "fedavg", "min-nodes": 2,
                                                    "round-timeout": ROUND_TIMEOUT})
     tick = time.perf_counter()
-    run_simulation(
-        server_app=make_server_app(overrides),
-        client_app=make_client_app(overrides, mods=[_fault_mod({2: "timeout"})]),
-        num_supernodes=3,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = run_app(overrides, 3, mods=[_fault_mod({2: "timeout"})])
     assert results["rounds"][1]["train"]["replies-usable"] == 2
     assert results["rounds"][1]["train"]["rejected-timeout"] == 1
     assert [r["reason"] for r in results["refused-replies"]["1"]] == ["timeout"]
@@ -130,7 +117,9 @@ def test_a_client_that_never_replies_is_dropped_after_the_round_timeout(data_roo
 
 
 @pytest.mark.slow
-def test_too_few_usable_replies_skip_the_round_and_keep_the_global_model(data_root, tmp_path):
+def test_too_few_usable_replies_skip_the_round_and_keep_the_global_model(
+    run_app, data_root, tmp_path
+):
     def all_nan(msg: Message, context: Context, call_next) -> Message:
         reply = call_next(msg, context)
         if msg.metadata.message_type == "train" and context.node_config["partition-id"] > 0:
@@ -138,13 +127,7 @@ def test_too_few_usable_replies_skip_the_round_and_keep_the_global_model(data_ro
         return reply
 
     overrides = _overrides(tmp_path, data_root, **{"strategy": "fedavg", "min-nodes": 2})
-    run_simulation(
-        server_app=make_server_app(overrides),
-        client_app=make_client_app(overrides, mods=[all_nan]),
-        num_supernodes=3,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = run_app(overrides, 3, mods=[all_nan])
     assert results["rounds"][1]["train"] == {"replies-usable": 1, "replies-rejected": 2,
                                              "rejected-non-finite": 2}
     initial = build_model("cnn", seed=0).state_dict()

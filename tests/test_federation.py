@@ -1,16 +1,11 @@
 """End to end through Flower's simulation engine, on small real slices."""
 
-import json
 
 import pytest
-from flwr.simulation import run_simulation
-
-from clients.app import make_client_app
-from server.app import make_server_app
 
 
 @pytest.mark.slow
-def test_fedavg_federation_beats_chance(data_root, tmp_path):
+def test_fedavg_federation_beats_chance(run_app, data_root, tmp_path):
     overrides = {
         "strategy": "fedavg",
         "domains": "mnist,optdigits",
@@ -23,13 +18,7 @@ def test_fedavg_federation_beats_chance(data_root, tmp_path):
         "round-timeout": 300.0,
         "node-wait-timeout": 60.0,
     }
-    run_simulation(
-        server_app=make_server_app(overrides),
-        client_app=make_client_app(overrides),
-        num_supernodes=4,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = run_app(overrides, 4)
     assert (tmp_path / "model.pt").exists()
     assert [r["round"] for r in results["rounds"]] == [0, 1, 2]
     assert set(results["final-accuracy"]) == {"mnist", "optdigits"}
@@ -39,20 +28,14 @@ def test_fedavg_federation_beats_chance(data_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_dmm_app_writes_report_and_comparison(data_root, tmp_path):
+def test_dmm_app_writes_report_and_comparison(run_app, data_root, tmp_path):
     overrides = {
         "domains": "mnist,optdigits", "max-train-per-client": 300, "max-test-per-domain": 300,
         "local-epochs": 1, "data-root": str(data_root), "output-dir": str(tmp_path),
         "num-clusters": 2, "pseudo-samples-per-teacher": 16, "synthesis-steps": 5,
         "distill-steps": 5, "round-timeout": 300.0, "node-wait-timeout": 60.0,
     }
-    run_simulation(
-        server_app=make_server_app(overrides),
-        client_app=make_client_app(overrides),
-        num_supernodes=4,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = run_app(overrides, 4)
     assert results["config"]["strategy"] == "dmm"
     assert sorted(results["dmm"]["clusters"]) == [0, 0, 1, 1]
     rows = results["comparison"]

@@ -4,14 +4,11 @@ import json
 
 import pytest
 import torch
-from flwr.simulation import run_simulation
 
-from clients.app import make_client_app
-from server.app import make_server_app
 from server.checkpoint import load_checkpoint
 
 
-def _run(data_root, out_dir, rounds: int, resume: bool = False) -> dict:
+def _run(run_app, data_root, out_dir, rounds: int, resume: bool = False) -> dict:
     overrides = {
         "domains": "mnist,optdigits", "num-server-rounds": rounds, "resume": resume,
         "max-train-per-client": 120, "max-test-per-domain": 300, "local-epochs": 1,
@@ -19,13 +16,7 @@ def _run(data_root, out_dir, rounds: int, resume: bool = False) -> dict:
         "pseudo-samples-per-teacher": 8, "synthesis-steps": 3, "distill-steps": 3,
         "report-baselines": False, "round-timeout": 300.0, "node-wait-timeout": 60.0,
     }
-    run_simulation(
-        server_app=make_server_app(overrides),
-        client_app=make_client_app(overrides),
-        num_supernodes=4,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-    )
-    return json.loads((out_dir / "results.json").read_text())
+    return run_app(overrides, 4)
 
 
 def _clusters(out_dir, rnd: int) -> list[int]:
@@ -33,13 +24,14 @@ def _clusters(out_dir, rnd: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_resumed_run_reaches_the_state_of_an_uninterrupted_one(data_root, tmp_path):
+def test_a_resumed_run_reaches_the_state_of_an_uninterrupted_one(run_app, data_root,
+                                                                  tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    full = _run(data_root, straight, rounds=2)
-    first = _run(data_root, interrupted, rounds=1)
+    full = _run(run_app, data_root, straight, rounds=2)
+    first = _run(run_app, data_root, interrupted, rounds=1)
     checkpoint = load_checkpoint(interrupted)
     assert checkpoint["round"] == 1 and set(checkpoint["server-evaluate"]) == {0, 1}
-    resumed = _run(data_root, interrupted, rounds=2, resume=True)
+    resumed = _run(run_app, data_root, interrupted, rounds=2, resume=True)
 
     # determinism: the same seed gives the same clusters and metrics in a separate run
     assert _clusters(straight, 1) == _clusters(interrupted, 1)

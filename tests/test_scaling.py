@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 from flwr.app import Context, Message
-from flwr.simulation import run_simulation
 
-from clients.app import make_client_app
-from server.app import make_server_app
 from simulations.deployment import group_alive, run_deployment
 
 TINY = {
@@ -50,7 +47,9 @@ def test_deployment_mode_runs_to_completion_and_stops_every_process(data_root, t
 
 
 @pytest.mark.slow
-def test_the_simulation_attaches_to_an_existing_ray_cluster(data_root, tmp_path, monkeypatch):
+def test_the_simulation_attaches_to_an_existing_ray_cluster(
+    run_app, data_root, tmp_path, monkeypatch
+):
     port = _free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
     # a private temp dir: Ray records the cluster in <temp-dir>/ray_current_cluster, and a stale
@@ -81,13 +80,7 @@ def test_the_simulation_attaches_to_an_existing_ray_cluster(data_root, tmp_path,
         monkeypatch.setenv("RAY_ADDRESS", address)  # what `flwr run` users set, see README
         overrides = {**TINY, "data-root": str(data_root), "output-dir": str(tmp_path / "run"),
                      "round-timeout": 300.0, "node-wait-timeout": 60.0}
-        run_simulation(
-            server_app=make_server_app(overrides),
-            client_app=make_client_app(overrides, mods=[record_cluster]),
-            num_supernodes=2,
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-        )
-        results = json.loads((tmp_path / "run" / "results.json").read_text())
+        results = run_app(overrides, 2, mods=[record_cluster])
         assert results["rounds"][1]["train"]["replies-usable"] == 2
         # every ClientApp ran on the existing cluster (Ray reports the GCS under the node's own
         # IP; the port is the one the head was started with)
