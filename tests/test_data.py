@@ -30,9 +30,10 @@ COUNTS = {
     "optdigits": (3823, 1797),
     "mnistm": (60000, 10000),
     "synthdigits": (20000, 5000),
+    "fashion-mnist": (59947, 10000),  # 70,000 less 53 exact duplicates (see dmm_fed.data.fashion)
 }
 MNIST_TEST_PER_CLASS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-CHANNELS = {"mnist": 1, "optdigits": 1, "mnistm": 3, "synthdigits": 3}
+CHANNELS = {"mnist": 1, "optdigits": 1, "mnistm": 3, "synthdigits": 3, "fashion-mnist": 1}
 
 
 @pytest.mark.parametrize("name", DOMAINS)

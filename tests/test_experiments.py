@@ -62,9 +62,10 @@ def test_client_cache_is_keyed_by_what_the_clients_depend_on(tmp_path):
 
 def test_benchmarks_include_the_default_federation_and_the_label_skew_grid():
     assert BENCHMARKS["digits"].overrides == {} and BENCHMARKS["digits"].num_clients == 8
-    for alpha in (0.01, 0.1, 0.5):
-        config = BENCHMARKS[f"mnist-a{alpha:g}"].config(0)
-        assert config.domain_list == ("mnist",) and config.dirichlet_alpha == alpha
+    for domain in ("mnist", "fashion-mnist"):
+        for alpha in (0.01, 0.1, 0.5):
+            config = BENCHMARKS[f"{domain}-a{alpha:g}"].config(0)
+            assert config.domain_list == (domain,) and config.dirichlet_alpha == alpha
 
 
 @pytest.mark.slow
@@ -113,3 +114,20 @@ def test_command_lines_refuse_relative_or_missing_output_dirs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--out-dir must be absolute" in err and "does not exist" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_benchmarks_without_prepared_data_are_skipped_or_refused(tmp_path, capsys):
+    from simulations.experiment import main
+
+    empty = f'data-root="{tmp_path / "empty"}"'
+    main(["--out-dir", str(tmp_path / "out"), "--run-config", empty, "--seeds", "0"])
+    out = capsys.readouterr().out
+    assert "skipping benchmark fashion-mnist-a0.1: Fashion-MNIST not found" in out
+    assert "skipping benchmark digits: MNIST not found" in out
+    assert f"Run `python -m dmm_fed.data.prepare --root {tmp_path / 'empty'}" in out
+    assert not list((tmp_path / "out").glob("*/seed-*.json"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out-dir", str(tmp_path / "out"), "--run-config", empty,
+              "--benchmarks", "fashion-mnist-a0.1"])
+    assert exit_info.value.code == 2
+    assert "benchmark fashion-mnist-a0.1: Fashion-MNIST not found" in capsys.readouterr().err

@@ -1,15 +1,18 @@
-"""Data layer of dmm-fed: the four "digits" domains, prepared offline and loaded as arrays.
+"""Data layer of dmm-fed: the four "digits" domains and Fashion-MNIST, prepared offline.
 
 Run ``python -m dmm_fed.data.prepare`` once to fetch MNIST / optdigits and build the
-*constructed* mnistm / synthdigits domains, then use ``load_domain`` and ``to_tensors``.
+*constructed* mnistm / synthdigits domains (``--domains fashion-mnist`` for Fashion-MNIST), then
+use ``load_domain`` and ``to_tensors``.
 """
 
 from dmm_fed.data.domains import (
     DATA_RANGE,
+    DIGIT_DOMAINS,
     DOMAINS,
     IMAGE_SHAPE,
     NUM_CLASSES,
     DomainSplit,
+    check_label_space,
     load_domain,
     prepare,
     save_domain_grid,
@@ -19,11 +22,13 @@ from dmm_fed.data.paths import DatasetNotFoundError, default_data_root, resolve_
 
 __all__ = [
     "DATA_RANGE",
+    "DIGIT_DOMAINS",
     "DOMAINS",
     "IMAGE_SHAPE",
     "NUM_CLASSES",
     "DatasetNotFoundError",
     "DomainSplit",
+    "check_label_space",
     "default_data_root",
     "load_domain",
     "prepare",

