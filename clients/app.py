@@ -20,7 +20,6 @@ from flwr.clientapp.typing import Mod
 from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import resolve_data_root
 from dmm_fed.data.federation import ClientData, client_data
-from dmm_fed.models import build_model
 from dmm_fed.privacy import noisy_bn_statistics, noisy_targets
 from dmm_fed.statistics import (
     ACTIVATION_PREFIX,
@@ -35,7 +34,7 @@ from dmm_fed.training import OptimizerConfig, evaluate, train
 def _cached_data(config: RunConfig, partition_id: int, num_partitions: int) -> ClientData:
     return client_data(
         resolve_data_root(config.data_root), config.domain_list, partition_id, num_partitions,
-        config.dirichlet_alpha, config.seed, config.max_train_per_client,
+        config.dirichlet_alpha, config.seed, config.max_train_per_client, config.uses_text,
     )
 
 
@@ -54,7 +53,7 @@ def _setup(context: Context, overrides: Mapping[str, Any] | None) -> tuple[RunCo
 
 
 def _load_model(config: RunConfig, msg: Message) -> torch.nn.Module:
-    model = build_model(config.model)
+    model = config.new_model()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict(), strict=True)
     return model
 

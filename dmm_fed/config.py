@@ -15,10 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dmm_fed.data import DOMAINS, check_label_space
+from torch import nn
+
+from dmm_fed.data import DOMAINS, check_label_space, num_classes
+from dmm_fed.data.domains import TEXT_DOMAINS
 from dmm_fed.dmm import PSEUDO_INPUTS, STUDENT_INITS, TEACHER_MODES
 from dmm_fed.merging import BN_MODES, COMBINES, MERGE_METHODS
-from dmm_fed.models import MODELS
+from dmm_fed.models import MODELS, TEXT_MODELS, build_model
 
 STRATEGIES: tuple[str, ...] = ("dmm", "fedavg")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -89,6 +92,21 @@ class RunConfig:
         """The ``domains`` key split on commas."""
         return tuple(d.strip() for d in self.domains.split(",") if d.strip())
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of the label space that ``domains`` share."""
+        return num_classes(self.domain_list)
+
+    def new_model(self, seed: int | None = None) -> nn.Module:
+        """A fresh model of this config (``seed`` fixes its initial weights); pass the bound
+        method where a ``ModelFactory`` is expected."""
+        return build_model(self.model, self.num_classes, seed=seed)
+
+    @property
+    def uses_text(self) -> bool:
+        """The model reads image+text rows (see :mod:`dmm_fed.inputs`)."""
+        return self.model in TEXT_MODELS
+
     def to_flower(self) -> dict[str, Any]:
         """The config as a kebab-case mapping (what Flower and ``results.json`` hold)."""
         return {_key(f.name): getattr(self, f.name) for f in fields(self)}
@@ -120,6 +138,9 @@ class RunConfig:
         if len(set(self.domain_list)) != len(self.domain_list):
             raise ValueError(f"'domains' lists a domain twice: {self.domains!r}")
         check_label_space(self.domain_list)
+        if self.uses_text and not TEXT_DOMAINS.issuperset(self.domain_list):
+            raise ValueError(f"model {self.model!r} reads text, which only the domains "
+                             f"{', '.join(sorted(TEXT_DOMAINS))} have; got {self.domains!r}")
         positive = ("num_server_rounds", "min_nodes", "local_epochs", "batch_size", "num_threads",
                     "pseudo_samples_per_teacher", "distill_batch_size")
         for name in positive:

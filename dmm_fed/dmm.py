@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dmm_fed.distillation import DistillConfig, distill, reestimate_bn, teacher_targets
+from dmm_fed.inputs import input_layout
 from dmm_fed.layout import StateDict, StateLayout
 from dmm_fed.merging import merge_states
 from dmm_fed.similarity import (
@@ -248,7 +249,7 @@ def dmm_merge(
         )
         labels_i = sample_labels(support, config.synthesis.num_samples, generator)
         if config.pseudo_inputs == "noise":
-            result = noise_inputs(labels_i, config.seed + 104_729 * i)
+            result = noise_inputs(labels_i, config.seed + 104_729 * i, input_layout(model))
         else:
             result = synthesize(model, targets, labels_i, config.synthesis,
                                 config.seed + 104_729 * i,

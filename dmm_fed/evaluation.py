@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from dmm_fed.dmm import ClientUpdate, DMMOutput
 from dmm_fed.layout import StateDict, StateLayout
 from dmm_fed.merging import merge_states
-from dmm_fed.models import build_model
+from dmm_fed.models import ModelFactory
 from dmm_fed.training import evaluate, predict_logits
 
 TestSets = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
@@ -21,20 +21,22 @@ def domain_accuracies(model: torch.nn.Module, test_sets: TestSets) -> dict[str, 
     return {d: evaluate(model, x, y)[1] for d, (x, y) in test_sets.items()}
 
 
-def state_accuracies(model_name: str, state: StateDict, test_sets: TestSets) -> dict[str, float]:
+def state_accuracies(
+    model_factory: ModelFactory, state: StateDict, test_sets: TestSets
+) -> dict[str, float]:
     """:func:`domain_accuracies` of a state dict."""
-    model = build_model(model_name)
+    model = model_factory()
     model.load_state_dict(state)
     return domain_accuracies(model, test_sets)
 
 
 def ensemble_accuracies(
-    model_name: str, states: Sequence[StateDict], test_sets: TestSets
+    model_factory: ModelFactory, states: Sequence[StateDict], test_sets: TestSets
 ) -> dict[str, float]:
     """Accuracy of the mean softmax output of several models (an output ensemble)."""
     models = []
     for state in states:
-        model = build_model(model_name)
+        model = model_factory()
         model.load_state_dict(state)
         models.append(model)
     accs = {}
@@ -45,7 +47,7 @@ def ensemble_accuracies(
 
 
 def baseline_accuracies(
-    model_name: str,
+    model_factory: ModelFactory,
     base: StateDict,
     updates: Sequence[ClientUpdate],
     dmm: DMMOutput,
@@ -60,15 +62,15 @@ def baseline_accuracies(
     rows = {}
     for i, u in enumerate(updates):
         say(f"evaluating client {i + 1}/{len(updates)}")
-        rows[f"client {u.name or i}"] = state_accuracies(model_name, u.state, test_sets)
+        rows[f"client {u.name or i}"] = state_accuracies(model_factory, u.state, test_sets)
     say("evaluating FedAvg of the same clients, the teachers' ensemble and DMM")
-    layout = StateLayout.from_model(build_model(model_name))
+    layout = StateLayout.from_model(model_factory())
     fedavg = merge_states(base, [u.state for u in updates],
                           [float(u.num_examples) for u in updates], layout, "fedavg",
                           bn_mode="average")
-    rows["fedavg (same clients)"] = state_accuracies(model_name, fedavg, test_sets)
+    rows["fedavg (same clients)"] = state_accuracies(model_factory, fedavg, test_sets)
     rows["teacher ensemble"] = ensemble_accuracies(
-        model_name, [t.state for t in dmm.teachers], test_sets
+        model_factory, [t.state for t in dmm.teachers], test_sets
     )
-    rows["dmm"] = dict(dmm_accuracy or state_accuracies(model_name, dmm.state, test_sets))
+    rows["dmm"] = dict(dmm_accuracy or state_accuracies(model_factory, dmm.state, test_sets))
     return rows

@@ -1,15 +1,24 @@
-"""Models: a small BatchNorm CNN (default) and a ResNet-18 for small images (the paper's backbone).
+"""Models: a small BatchNorm CNN (default), a ResNet-18 for small images (the paper's backbone),
+and an image+text model for the emoji domains.
 
-Both take ``(N, 3, 28, 28)`` inputs normalised to ``dmm_fed.data.DATA_RANGE`` and return logits.
+The image models take ``(N, 3, 28, 28)`` inputs normalised to ``dmm_fed.data.DATA_RANGE``; the
+image+text model takes packed rows (see :mod:`dmm_fed.inputs`). All return logits.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
-MODELS: tuple[str, ...] = ("cnn", "resnet18")
+from dmm_fed.data.text import TEXT_DIM
+from dmm_fed.inputs import InputLayout
+
+MODELS: tuple[str, ...] = ("cnn", "resnet18", "cnn-text")
+ModelFactory = Callable[[], nn.Module]
+TEXT_MODELS = frozenset({"cnn-text"})
 
 
 class SmallCNN(nn.Module):
@@ -39,6 +48,33 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class ImageTextCNN(nn.Module):
+    """Image tower (``SmallCNN`` up to its fc128-BN-ReLU), text tower over frozen sentence
+    embeddings (fc128-BN1d-ReLU, fc64-BN1d-ReLU), and a linear classifier on both, concatenated.
+
+    Every tower has BatchNorm, so DMM can synthesise both modalities from uploaded statistics.
+    """
+
+    def __init__(self, num_classes: int = 10, text_dim: int = TEXT_DIM) -> None:
+        super().__init__()
+        self.input_layout = InputLayout(text_dim=text_dim)
+        image = SmallCNN(num_classes)
+        self.image = nn.Sequential(image.features, *list(image.head)[:-1])
+        self.text = nn.Sequential(
+            nn.Linear(text_dim, 128, bias=False),
+            nn.BatchNorm1d(128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, 64, bias=False),
+            nn.BatchNorm1d(64),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(128 + 64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images, text = self.input_layout.split(x)
+        return self.classifier(torch.cat([self.image(images), self.text(text)], dim=1))
+
+
 def small_resnet18(num_classes: int = 10) -> nn.Module:
     """ResNet-18 (He et al. 2016) with a 3x3 stride-1 stem and no max-pool, for 28x28 inputs."""
     model = resnet18(weights=None, num_classes=num_classes)
@@ -51,7 +87,7 @@ def build_model(name: str, num_classes: int = 10, seed: int | None = None) -> nn
     """Build a model by name; ``seed`` fixes the initial weights (same seed, same model)."""
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; valid values: {', '.join(MODELS)}")
-    factory = SmallCNN if name == "cnn" else small_resnet18
+    factory = {"cnn": SmallCNN, "resnet18": small_resnet18, "cnn-text": ImageTextCNN}[name]
     if seed is None:
         return factory(num_classes)
     with torch.random.fork_rng():

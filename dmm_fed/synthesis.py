@@ -9,6 +9,12 @@ so that the batch statistics at every norm layer's input match the stored ones:
 with ``a_0 = first_layer_weight`` and ``a_l = 1`` otherwise, ``y`` drawn from the teacher's class
 support, a random roll jitter (and optional flip) each step, and the pixels clamped to the data
 range after each step. The batch with the lowest loss is kept.
+
+Image+text teachers (:mod:`dmm_fed.inputs`) get pseudo-embeddings optimised jointly with the
+images through the fused classifier: the same loss, where the BN terms of the text tower's
+BatchNorm1d layers constrain the embeddings; jitter, flip and TV act on the image part only, and
+after each step the embeddings are projected back onto the unit sphere (real embeddings are
+normalised) as the pixels are clamped.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmm_fed.data import DATA_RANGE, IMAGE_SHAPE
+from dmm_fed.inputs import IMAGE_ONLY, InputLayout, input_layout
 from dmm_fed.statistics import NormTarget, capture_norm_inputs, norm_layers
 
 
@@ -98,24 +104,25 @@ def sample_labels(
     return labels[torch.randperm(n, generator=generator)]
 
 
-def _augment(x: torch.Tensor, config: SynthesisConfig, generator: torch.Generator) -> torch.Tensor:
+def _augment(
+    x: torch.Tensor, config: SynthesisConfig, generator: torch.Generator, layout: InputLayout
+) -> torch.Tensor:
+    x, text = layout.split(x)
     if config.jitter:
         dx, dy = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=generator)
         x = torch.roll(x, shifts=(int(dx), int(dy)), dims=(2, 3))
     if config.flip and torch.rand((), generator=generator) < 0.5:
         x = torch.flip(x, dims=(3,))
-    return x
+    return layout.pack(x, text)
 
 
-def noise_inputs(labels: torch.Tensor, seed: int) -> SynthesisResult:
-    """Gaussian noise clamped to the data range, shaped like synthesised pseudo-data: the
-    "distil on noise" ablation, which shows how much the synthesised inputs carry."""
-    x = _noise(len(labels), torch.Generator().manual_seed(seed))
+def noise_inputs(
+    labels: torch.Tensor, seed: int, layout: InputLayout = IMAGE_ONLY
+) -> SynthesisResult:
+    """Noise shaped like synthesised pseudo-data (clamped Gaussian images, random unit
+    embeddings): the "distil on noise" ablation, which shows how much the synthesis carries."""
+    x = layout.noise(len(labels), torch.Generator().manual_seed(seed))
     return SynthesisResult(x, labels, math.nan, math.nan, math.nan, 0.0)
-
-
-def _noise(n: int, generator: torch.Generator) -> torch.Tensor:
-    return torch.randn((n, *IMAGE_SHAPE), generator=generator).clamp_(*DATA_RANGE)
 
 
 def synthesize(
@@ -143,18 +150,18 @@ def synthesize(
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    low, high = DATA_RANGE
-    x = _noise(len(labels), generator).requires_grad_(True)
+    layout = input_layout(teacher)
+    x = layout.noise(len(labels), generator).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.9))
     best_loss, best_x, bn_start, best_bn = float("inf"), x.detach().clone(), float("nan"), 0.0
     with capture_norm_inputs({n: layers[n] for n in ordered}) as captured:
         for step in range(config.steps + 1):
-            logits = teacher(_augment(x, config, generator))
+            logits = teacher(_augment(x, config, generator, layout))
             bn = bn_statistics_loss(captured, ordered, config.first_layer_weight)
             loss = (
                 config.bn_weight * bn
                 + config.ce_weight * F.cross_entropy(logits, labels)
-                + config.tv_weight * total_variation(x)
+                + config.tv_weight * total_variation(layout.split(x)[0])
                 + config.l2_weight * x.pow(2).mean()
             )
             if step == 0:
@@ -168,8 +175,7 @@ def synthesize(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            with torch.no_grad():
-                x.clamp_(low, high)
+            layout.project_(x)
     for p in teacher.parameters():
         p.requires_grad_(True)
     return SynthesisResult(

@@ -24,7 +24,6 @@ from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import resolve_data_root
 from dmm_fed.data.federation import server_test_sets
 from dmm_fed.evaluation import TestSets, baseline_accuracies, domain_accuracies
-from dmm_fed.models import build_model
 from dmm_fed.report import accuracy_table, mean_accuracy, resolve_output_dir, write_json
 from server.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from server.dmm_strategy import DMMStrategy
@@ -53,7 +52,7 @@ def make_evaluate_fn(
         rnd = server_round + offset
         if server_round == 0 and restored is not None:
             return restored
-        model = build_model(config.model)
+        model = config.new_model()
         model.load_state_dict(arrays.to_torch_state_dict())
         accs = domain_accuracies(model, test_sets)
         log(INFO, "Round %d, global model on held-out test sets (accuracy %%):\n%s",
@@ -122,10 +121,11 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
             config.strategy, config.model, config.domains, out_dir)
         domains = config.domain_list
         test_sets = server_test_sets(
-            resolve_data_root(config.data_root), domains, config.max_test_per_domain, config.seed
+            resolve_data_root(config.data_root), domains, config.max_test_per_domain, config.seed,
+            config.uses_text,
         )
         strategy = build_strategy(config, artifact_dir=out_dir)
-        initial = ArrayRecord(build_model(config.model, seed=config.seed).state_dict())
+        initial = ArrayRecord(config.new_model(seed=config.seed).state_dict())
         server_evaluate: dict[int, dict[str, Any]] = {}
         checkpoint = load_checkpoint(out_dir) if config.resume else None
         done = 0
@@ -172,7 +172,7 @@ def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
             payload["dmm"] = strategy.outputs[last].report.to_dict()
             if config.report_baselines:
                 log(INFO, "Evaluating the baselines (each client, one-shot FedAvg, ensemble)")
-                rows = baseline_accuracies(config.model, strategy.bases[last],
+                rows = baseline_accuracies(config.new_model, strategy.bases[last],
                                            strategy.updates[last], strategy.outputs[last],
                                            test_sets, progress=lambda m: log(INFO, m),
                                            dmm_accuracy=payload["final-accuracy"])

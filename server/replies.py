@@ -98,6 +98,7 @@ def screen_replies(
     weighted_by_key: str = "num-examples",
     require_statistics: bool = False,
     norm_factor: float = 0.0,
+    num_classes: int = NUM_CLASSES,
 ) -> Screened:
     """Parse and check every reply against the global state ``reference`` (which it was trained
     from); the usable ones are sorted by partition id (else node id) so that clusters, teacher
@@ -109,7 +110,7 @@ def screen_replies(
             if msg.has_error():
                 raise InvalidUpdate("error", str(msg.error.reason))
             update = parse_reply(msg.content, node, weighted_by_key, require_statistics)
-            check_update(update, reference, NUM_CLASSES)
+            check_update(update, reference, num_classes)
         except InvalidUpdate as err:
             out.rejected.append((node, err.reason, str(err)))
             continue

@@ -21,6 +21,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from dmm_fed.data import NUM_CLASSES
 from dmm_fed.layout import StateDict
 from server.replies import Screened, screen_replies
 
@@ -44,9 +45,10 @@ class ScreenedFedAvg(FedAvg):
     request_statistics = False
 
     def __init__(self, norm_factor: float = 0.0, require_statistics: bool = False,
-                 **fedavg_kwargs: Any) -> None:
+                 num_classes: int = NUM_CLASSES, **fedavg_kwargs: Any) -> None:
         super().__init__(**fedavg_kwargs)
         self.norm_factor = norm_factor
+        self.num_classes = num_classes  # the length a reply's label-counts must have
         self.require_statistics = require_statistics
         self.round_offset = 0  # rounds already done before this start() (a resumed run)
         self.screened: dict[int, Screened] = {}
@@ -82,7 +84,7 @@ class ScreenedFedAvg(FedAvg):
                 and not k.endswith(_STAT_SUFFIXES)]
         replies = list(replies)
         screened = screen_replies(replies, base, keys, self.weighted_by_key,
-                                  self.require_statistics, self.norm_factor)
+                                  self.require_statistics, self.norm_factor, self.num_classes)
         arrived = {m.metadata.src_node_id for m in replies}
         for node in self._sent_to:
             if node not in arrived:

@@ -7,7 +7,6 @@ from pathlib import Path
 from dmm_fed.config import RunConfig
 from dmm_fed.distillation import DistillConfig
 from dmm_fed.dmm import DMMConfig
-from dmm_fed.models import build_model
 from dmm_fed.synthesis import SynthesisConfig
 from server.dmm_strategy import DMMStrategy
 from server.screened import ScreenedFedAvg
@@ -60,12 +59,13 @@ def build_strategy(config: RunConfig, artifact_dir: Path | None = None) -> Scree
         "min_evaluate_nodes": config.min_nodes if config.fraction_evaluate > 0 else 0,
         "min_available_nodes": config.min_nodes,
         "norm_factor": config.norm_outlier_factor,
+        "num_classes": config.num_classes,
     }
     if config.strategy == "fedavg":
         return ScreenedFedAvg(**sampling)
     if config.strategy == "dmm":
         return DMMStrategy(
-            model_factory=lambda: build_model(config.model),
+            model_factory=config.new_model,
             dmm=dmm_config(config),
             artifact_dir=artifact_dir,
             require_statistics=True,  # this project's ClientApp always sends them when asked

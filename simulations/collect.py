@@ -27,7 +27,6 @@ from clients.app import make_client_app
 from dmm_fed.config import RunConfig
 from dmm_fed.dmm import ClientUpdate
 from dmm_fed.layout import StateDict
-from dmm_fed.models import build_model
 from server.app import wait_for_nodes
 from server.screened import ScreenedFedAvg
 
@@ -70,7 +69,7 @@ def collect_app(config: RunConfig, num_clients: int, path: Path) -> ServerApp:
             min_evaluate_nodes=0, min_available_nodes=num_clients,
         )
         wait_for_nodes(grid, num_clients, config.node_wait_timeout)
-        base = build_model(config.model, seed=config.seed).state_dict()
+        base = config.new_model(seed=config.seed).state_dict()
         tick = time.perf_counter()
         strategy.start(grid=grid, initial_arrays=ArrayRecord(base), num_rounds=1,
                        timeout=config.round_timeout)

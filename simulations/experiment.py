@@ -61,7 +61,7 @@ def run_one(
     say(f"{len(updates)} clients ready (their round took {client_s:.0f} s)")
     torch.set_num_threads(args.threads)
     tests = server_test_sets(resolve_data_root(config.data_root), config.domain_list,
-                             config.max_test_per_domain, config.seed)
+                             config.max_test_per_domain, config.seed, config.uses_text)
     results = run_methods(config, base, updates, tests, say, pooled=not args.no_pooled)
     budgets = args.budgets if bench.name in args.budget_on else []
     budget = budget_sweep(config, base, updates, tests, budgets, say) if budgets else []

@@ -22,7 +22,6 @@ from dmm_fed.data.federation import ClientData, client_data
 from dmm_fed.dmm import ClientUpdate, DMMOutput, dmm_merge, merge_group
 from dmm_fed.evaluation import TestSets, ensemble_accuracies, state_accuracies
 from dmm_fed.layout import StateDict, StateLayout
-from dmm_fed.models import build_model
 from server.strategies import dmm_config
 
 Progress = Callable[[str], None]
@@ -78,10 +77,12 @@ def pooled_state(config: RunConfig, num_clients: int) -> StateDict:
     """A model trained on the union of all clients' training data, with the clients' recipe."""
     root = resolve_data_root(config.data_root)
     parts = [client_data(root, config.domain_list, p, num_clients, config.dirichlet_alpha,
-                         config.seed, config.max_train_per_client) for p in range(num_clients)]
+                         config.seed, config.max_train_per_client, config.uses_text)
+             for p in range(num_clients)]
     pooled = ClientData("pooled", torch.cat([p.x_train for p in parts]),
-                        torch.cat([p.y_train for p in parts]), parts[0].x_test, parts[0].y_test)
-    model = build_model(config.model, seed=config.seed)
+                        torch.cat([p.y_train for p in parts]), parts[0].x_test, parts[0].y_test,
+                        config.num_classes)
+    model = config.new_model(seed=config.seed)
     local_train(config, model, pooled, partition_id=num_clients, server_round=1)
     return model.state_dict()
 
@@ -92,7 +93,7 @@ def run_dmm(
 ) -> DMMOutput:
     """DMM with some RunConfig fields changed."""
     cfg = dmm_config(config.replace(**changes))
-    return dmm_merge(base, updates, lambda: build_model(config.model), cfg, progress=say)
+    return dmm_merge(base, updates, config.new_model, cfg, progress=say)
 
 
 def run_methods(
@@ -106,8 +107,8 @@ def run_methods(
     """Apply every method to ``updates`` and evaluate each on every domain's test set."""
     rows: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
-    layout = StateLayout.from_model(build_model(config.model))
-    model = config.model
+    layout = StateLayout.from_model(config.new_model())
+    model = config.new_model
 
     def timed(name: str, make: Callable[[], Any]) -> Any:
         say(f"method: {name}")
@@ -155,7 +156,7 @@ def budget_sweep(
         tick = time.perf_counter()
         out = run_dmm(config, base, updates, say, pseudo_samples_per_teacher=samples,
                       synthesis_steps=steps)
-        accs = state_accuracies(config.model, out.state, tests)
+        accs = state_accuracies(config.new_model, out.state, tests)
         points.append({"samples": samples, "steps": steps, "accuracy": accs,
                        "seconds": time.perf_counter() - tick})
         say(f"budget {samples} x {steps}: {accs}")

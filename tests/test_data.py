@@ -18,11 +18,13 @@ from dmm_fed.data import (
     DatasetNotFoundError,
     default_data_root,
     load_domain,
+    num_classes,
     prepare,
     resolve_data_root,
     to_tensors,
 )
 from dmm_fed.data.constructed import build_mnistm, build_synthdigits
+from dmm_fed.data.emoji import EMOJI_DOMAINS
 from dmm_fed.data.sources import read_optdigits_raw
 
 COUNTS = {
@@ -31,9 +33,11 @@ COUNTS = {
     "mnistm": (60000, 10000),
     "synthdigits": (20000, 5000),
     "fashion-mnist": (59947, 10000),  # 70,000 less 53 exact duplicates (see dmm_fed.data.fashion)
+    **dict.fromkeys(EMOJI_DOMAINS, (971, 243)),  # 1,214 emoji drawn by all five, split by emoji
 }
 MNIST_TEST_PER_CLASS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-CHANNELS = {"mnist": 1, "optdigits": 1, "mnistm": 3, "synthdigits": 3, "fashion-mnist": 1}
+CHANNELS = {"mnist": 1, "optdigits": 1, "mnistm": 3, "synthdigits": 3, "fashion-mnist": 1,
+            **dict.fromkeys(EMOJI_DOMAINS, 3)}
 
 
 @pytest.mark.parametrize("name", DOMAINS)
@@ -44,7 +48,7 @@ def test_counts_shapes_and_labels(data_root: Path, name: str) -> None:
         assert data.x.dtype == np.uint8
         assert data.y.shape == (count,)
         assert data.y.dtype == np.int64
-        assert set(np.unique(data.y).tolist()) == set(range(NUM_CLASSES))
+        assert set(np.unique(data.y).tolist()) == set(range(num_classes([name])))
 
 
 def test_mnist_test_class_counts(data_root: Path) -> None:

@@ -50,7 +50,7 @@ def test_dmm_beats_one_shot_fedavg_under_extreme_label_skew(data_root, tmp_path)
     })
     base, updates, _ = train_through_flower(config, num_clients=6, cache_dir=tmp_path)
     out = dmm_merge(base, updates, lambda: build_model("cnn"), dmm_config(config))
-    rows = baseline_accuracies("cnn", base, updates, out,
+    rows = baseline_accuracies(lambda: build_model("cnn"), base, updates, out,
                                server_test_sets(data_root, ("mnist",), 2000))
     fedavg, dmm = rows["fedavg (same clients)"]["mnist"], rows["dmm"]["mnist"]
     print({k: round(v["mnist"], 3) for k, v in rows.items()})

