@@ -47,14 +47,18 @@ class InputLayout:
         text = torch.randn((n, self.text_dim), generator=generator)
         return self.pack(images, nn.functional.normalize(text, dim=1))
 
-    @torch.no_grad()
     def project_(self, x: torch.Tensor) -> torch.Tensor:
         """In place: pixels back into ``DATA_RANGE``, embeddings back onto the unit sphere."""
-        images, text = self.split(x)
+        self.project_parts_(*self.split(x))
+        return x
+
+    @staticmethod
+    @torch.no_grad()
+    def project_parts_(images: torch.Tensor, text: torch.Tensor | None) -> None:
+        """:meth:`project_` on the two parts held apart."""
         images.clamp_(*DATA_RANGE)
         if text is not None:
             text.div_(text.norm(dim=1, keepdim=True).clamp_min(1e-8))
-        return x
 
 
 IMAGE_ONLY = InputLayout()

@@ -151,17 +151,24 @@ def synthesize(
     for p in teacher.parameters():
         p.requires_grad_(False)
     layout = input_layout(teacher)
-    x = layout.noise(len(labels), generator).requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.9))
+    images, text = layout.split(layout.noise(len(labels), generator))
+    images = images.clone().requires_grad_(True)
+    groups = [{"params": [images], "lr": config.lr}]
+    if text is not None:  # unit vectors: coordinates ~ 1/sqrt(d), so steps scaled alike
+        text = text.clone().requires_grad_(True)
+        groups.append({"params": [text], "lr": config.lr / math.sqrt(layout.text_dim)})
+    opt = torch.optim.Adam(groups, betas=(0.5, 0.9))
+    x = layout.pack(images, text)
     best_loss, best_x, bn_start, best_bn = float("inf"), x.detach().clone(), float("nan"), 0.0
     with capture_norm_inputs({n: layers[n] for n in ordered}) as captured:
         for step in range(config.steps + 1):
+            x = layout.pack(images, text)
             logits = teacher(_augment(x, config, generator, layout))
             bn = bn_statistics_loss(captured, ordered, config.first_layer_weight)
             loss = (
                 config.bn_weight * bn
                 + config.ce_weight * F.cross_entropy(logits, labels)
-                + config.tv_weight * total_variation(layout.split(x)[0])
+                + config.tv_weight * total_variation(images)
                 + config.l2_weight * x.pow(2).mean()
             )
             if step == 0:
@@ -175,7 +182,7 @@ def synthesize(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            layout.project_(x)
+            layout.project_parts_(images, text)
     for p in teacher.parameters():
         p.requires_grad_(True)
     return SynthesisResult(

@@ -1,7 +1,9 @@
 """Named benchmark federations: a client count and run-config overrides on top of the defaults.
 
 ``digits`` is the default ``flwr run`` federation (``num-supernodes=8``, no overrides). The
-``fashion-mnist-*`` benchmarks need ``python -m dmm_fed.data.prepare --domains fashion-mnist``.
+``fashion-mnist-*`` benchmarks need ``python -m dmm_fed.data.prepare --domains fashion-mnist``,
+``emoji`` and ``emoji-mm`` need ``--domains emoji-twitter,emoji-google,...`` (any emoji domain
+prepares all five).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from dmm_fed.config import RunConfig, parse_run_config
 from dmm_fed.data import DatasetNotFoundError, load_domain
+from dmm_fed.data.emoji import EMOJI_DOMAINS
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Benchmark:
         return None
 
 
+# 485 train emoji per client: more local epochs than the digit defaults (3) to fit them
+EMOJI = {"domains": ",".join(EMOJI_DOMAINS), "local-epochs": 20}
+
+
 def _label_skew(domain: str, alpha: float) -> Benchmark:
     return Benchmark(
         f"{domain}-a{alpha:g}",
@@ -53,5 +60,11 @@ BENCHMARKS: dict[str, Benchmark] = {
                   "(the default `flwr run` federation)", 8),
         *(_label_skew(domain, a) for domain in ("mnist", "fashion-mnist")
           for a in (0.01, 0.1, 0.5)),
+        Benchmark("emoji", "style shift: the same emoji by five vendors/styles (Twemoji, Noto, "
+                  "OpenMoji colour, OpenMoji line-art, Fluent flat), 2 clients each, image-only "
+                  "CNN", 10, {**EMOJI, "model": "cnn"}),
+        Benchmark("emoji-mm", "style shift as `emoji`, image+text model (CNN image tower + "
+                  "MLP over frozen MiniLM embeddings of the emoji's names)", 10,
+                  {**EMOJI, "model": "cnn-text"}),
     )
 }

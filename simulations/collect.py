@@ -67,6 +67,7 @@ def collect_app(config: RunConfig, num_clients: int, path: Path) -> ServerApp:
         strategy = CollectStrategy(
             fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=num_clients,
             min_evaluate_nodes=0, min_available_nodes=num_clients,
+            num_classes=config.num_classes,
         )
         wait_for_nodes(grid, num_clients, config.node_wait_timeout)
         base = config.new_model(seed=config.seed).state_dict()

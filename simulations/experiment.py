@@ -25,6 +25,7 @@ from flwr.common.config import parse_config_args
 
 from dmm_fed.data import resolve_data_root
 from dmm_fed.data.federation import server_test_sets
+from dmm_fed.inputs import input_layout
 from dmm_fed.report import write_json
 from simulations.benchmarks import BENCHMARKS, Benchmark
 from simulations.collect import DEFAULT_CACHE_DIR, train_through_flower
@@ -66,7 +67,8 @@ def run_one(
     budgets = args.budgets if bench.name in args.budget_on else []
     budget = budget_sweep(config, base, updates, tests, budgets, say) if budgets else []
     report = results.dmm.report
-    pseudo = [x[:PSEUDO_PER_TEACHER].clone() for x in results.dmm.pseudo_data]
+    layout = input_layout(config.new_model())
+    pseudo = [layout.split(x[:PSEUDO_PER_TEACHER])[0].clone() for x in results.dmm.pseudo_data]
     return {
         "benchmark": bench.name,
         "description": bench.description,
