@@ -164,3 +164,14 @@ def test_cli_prints_counts(
     out = capsys.readouterr().out
     assert "optdigits: train 3823, test 1797" in out
     assert "synthdigits: train 20000, test 5000" in out
+
+
+def test_cli_expands_domain_groups(data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dmm_fed.data.prepare import main
+
+    main(["--root", str(data_root), "--domains", "emoji,mnist"])
+    out = capsys.readouterr().out
+    assert "emoji-openmoji-black: train 971, test 243" in out and "mnist: train 60000" in out
+    with pytest.raises(SystemExit):
+        main(["--root", str(data_root), "--domains", "emojis"])
+    assert "or a group: digits, emoji, all" in capsys.readouterr().err

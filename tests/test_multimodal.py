@@ -81,3 +81,21 @@ def test_synthesis_matches_the_text_tower_and_hits_the_targets(teacher):
         text_only = (model(layout.pack(blank, text)).argmax(1) == labels).float().mean().item()
         random = (model(layout.pack(blank, layout.split(start)[1])).argmax(1) == labels)
     assert text_only > 2 * random.float().mean().item(), text_only
+
+
+@pytest.mark.slow
+def test_image_text_federation_runs_through_flower(run_app, data_root, tmp_path):
+    """The ServerApp/ClientApp with cnn-text: every client's reply is usable (7 label counts),
+    DMM synthesises both modalities, and the merged model beats chance (1/7) by 3x."""
+    overrides = {
+        "domains": EMOJI, "model": "cnn-text", "local-epochs": 10, "data-root": str(data_root),
+        "output-dir": str(tmp_path), "pseudo-samples-per-teacher": 32, "synthesis-steps": 30,
+        "distill-steps": 30, "round-timeout": 600.0, "node-wait-timeout": 60.0,
+    }
+    results = run_app(overrides, 5)
+    assert results["rounds"][1]["train"]["replies-usable"] == 5
+    report = results["dmm"]
+    assert all(c for c in report["class_support"]) and len(report["class_support"][0]) == 7
+    assert all(e < s for s, e in zip(report["synthesis_bn_loss_start"],
+                                     report["synthesis_bn_loss"], strict=True))
+    assert results["final-accuracy-mean"] > 3 / 7, results["final-accuracy"]

@@ -216,7 +216,7 @@ def load_emoji(domain: str, split: str, root: Path) -> tuple[np.ndarray, np.ndar
     """One emoji domain as read-only ``uint8 (N, 3, 28, 28)`` images and ``int64`` labels."""
     path = emoji_dir(root) / f"{domain}.npz"
     if not path.is_file():
-        raise not_found(f"emoji domain {domain}", root, path, domain=domain)
+        raise not_found(f"emoji domain {domain}", root, path, domain="emoji")
     with np.load(path) as arrays:
         return read_only(arrays[f"x_{split}"], arrays[f"y_{split}"])
 
@@ -225,5 +225,5 @@ def load_catalogue(root: Path) -> dict:
     """The prepared ``emoji.json``: classes, sources with licences, every emoji and its split."""
     path = emoji_dir(root) / "emoji.json"
     if not path.is_file():
-        raise not_found("emoji metadata", root, path, domain="emoji-twitter")
+        raise not_found("emoji metadata", root, path, domain="emoji")
     return json.loads(path.read_text())

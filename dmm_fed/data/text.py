@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmm_fed.data.emoji import EMOJI_DOMAINS, Emoji, emoji_dir, load_catalogue
+from dmm_fed.data.emoji import Emoji, emoji_dir, load_catalogue
 from dmm_fed.data.paths import not_found
 
 TEXT_DIM = 384
@@ -64,7 +64,7 @@ def load_emoji_text(split: str, root: Path) -> np.ndarray:
     in every emoji domain (all domains draw the same emoji in the same order)."""
     path = text_path(root)
     if not path.is_file():
-        raise not_found("emoji text embeddings", root, path, domain=EMOJI_DOMAINS[0])
+        raise not_found("emoji text embeddings", root, path, domain="emoji")
     with np.load(path) as arrays:
         rows = arrays["embedding"][arrays["split"] == split]
     rows.flags.writeable = False
