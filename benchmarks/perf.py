@@ -4,9 +4,12 @@
    forward+backward (gradient w.r.t. the inputs) of the same teacher on the same batch;
 2. server phases against one client's local training (same model, same thread count);
 3. aggregation time (similarity + clustering + merge) and peak memory as the number of clients
-   grows (each size in a fresh subprocess, so the peak belongs to it).
+   grows (each size in a fresh subprocess, so the peak belongs to it);
+4. image+text synthesis (``cnn-text``: pseudo-images and pseudo-embeddings) against image-only
+   synthesis (``cnn``) at the same batch and steps.
 
     python -m benchmarks.perf --out /abs/path/perf.json [--repeats 5] [--clients 10,50,100]
+    python -m benchmarks.perf --out docs/perf.json --parts image-text   # rerun one part only
 """
 
 from __future__ import annotations
@@ -72,6 +75,21 @@ def synthesis_vs_floor(batch: int, steps: int, repeats: int) -> dict[str, float]
             "synthesis-images-x-steps-per-s": batch * steps / synth}
 
 
+def image_text_vs_image(batch: int, steps: int, repeats: int) -> dict[str, float]:
+    """Seconds per synthesis step of an image+text teacher and of the image-only CNN."""
+    config = SynthesisConfig(num_samples=batch, steps=steps, log_every=0)
+    labels = torch.arange(batch) % 7
+    seconds = {}
+    for name in ("cnn", "cnn-text"):
+        teacher = build_model(name, 7, seed=0).eval()
+        targets = running_stat_targets(teacher)
+        seconds[name] = median_seconds(
+            lambda t=teacher, s=targets: synthesize(t, s, labels, config, seed=0), repeats)
+    return {"image-step-s": seconds["cnn"] / steps,
+            "image-text-step-s": seconds["cnn-text"] / steps,
+            "image-text-to-image": seconds["cnn-text"] / seconds["cnn"]}
+
+
 def phases_vs_local_training(repeats: int) -> dict[str, float]:
     """One client's local epoch (2000 images) against one teacher's synthesis and a distillation."""
     model = build_model("cnn", seed=0)
@@ -125,17 +143,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clients", default="10,50,100")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}; the other parts "
+                        "of an existing --out file are kept")
     parser.add_argument("--only-aggregation", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.only_aggregation:
         print(json.dumps(aggregation(args.only_aggregation, args.repeats)))
         return
-    result = {"threads": args.threads, "repeats": args.repeats}
-    result["synthesis-vs-floor"] = synthesis_vs_floor(batch=128, steps=20, repeats=args.repeats)
-    print("synthesis vs floor:", result["synthesis-vs-floor"], flush=True)
-    result["phases-vs-local-training"] = phases_vs_local_training(args.repeats)
-    print("phases vs local training:", result["phases-vs-local-training"], flush=True)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result.update({"threads": args.threads, "repeats": args.repeats})
+    for part in parts:
+        if part == "aggregation":
+            result[PARTS[part]] = aggregation_rows(args)
+        else:
+            result[PARTS[part]] = MEASURES[part](args.repeats)
+        print(f"{part}:", result[PARTS[part]], flush=True)
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+
+
+PARTS = {"floor": "synthesis-vs-floor", "image-text": "image-text-vs-image",
+         "phases": "phases-vs-local-training", "aggregation": "aggregation"}
+MEASURES: dict[str, Callable[[int], dict[str, float]]] = {
+    "floor": lambda repeats: synthesis_vs_floor(batch=128, steps=20, repeats=repeats),
+    "image-text": lambda repeats: image_text_vs_image(batch=128, steps=20, repeats=repeats),
+    "phases": phases_vs_local_training,
+}
+
+
+def aggregation_rows(args: argparse.Namespace) -> list[dict[str, float]]:
+    """:func:`aggregation` for each client count, each in a fresh subprocess."""
     rows = []
     for n in (int(c) for c in args.clients.split(",")):
         out = subprocess.run(
@@ -144,10 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             check=True, capture_output=True, text=True,
         )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print("aggregation:", rows[-1], flush=True)
-    result["aggregation"] = rows
-    write_json(args.out, result)
-    print(f"wrote {args.out}")
+    return rows
 
 
 if __name__ == "__main__":
