@@ -189,7 +189,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         return value
     if kind is str and isinstance(value, str):
         return value
-    raise ValueError(f"'{_key(name)}' must be a {kind.__name__}, got {value!r}")
+    article = "an" if kind is int else "a"
+    raise ValueError(f"'{_key(name)}' must be {article} {kind.__name__}, got {value!r}")
 
 
 def parse_run_config(

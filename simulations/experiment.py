@@ -105,6 +105,9 @@ def runnable(
             parser.error(f"benchmark {name}: {reason}")
         else:
             print(f"skipping benchmark {name}: {reason}", flush=True)
+    if not keep:
+        parser.error("no benchmark has its data prepared under "
+                     f"{root}; run `python -m dmm_fed.data.prepare --domains all`")
     return keep
 
 

