@@ -30,12 +30,11 @@ def _finite(t: torch.Tensor) -> bool:
 
 
 def _dtype_mismatch(key: str, value: torch.Tensor, ref: torch.Tensor) -> bool:
-    """Floating tensors must keep the global dtype. Integer counters may come back as integers
-    whatever the global holds (Flower's FedAvg averages ``num_batches_tracked`` into float64)."""
-    if value.is_floating_point() or not ref.is_floating_point():
-        return value.is_floating_point() != ref.is_floating_point() or (
-            value.is_floating_point() and value.dtype != ref.dtype)
-    return not key.endswith("num_batches_tracked")
+    """Floating tensors must keep the global dtype; integer tensors must stay integers, except
+    ``num_batches_tracked``, which Flower's FedAvg averages into a float64 global."""
+    if value.is_floating_point():
+        return value.dtype != ref.dtype
+    return ref.is_floating_point() and not key.endswith("num_batches_tracked")
 
 
 def check_update(update: ClientUpdate, reference: StateDict, num_classes: int) -> None:
