@@ -2,8 +2,7 @@
 
 ``digits`` is the default ``flwr run`` federation (``num-supernodes=8``, no overrides). The
 ``fashion-mnist-*`` benchmarks need ``python -m dmm_fed.data.prepare --domains fashion-mnist``,
-``emoji`` and ``emoji-mm`` need ``--domains emoji-twitter,emoji-google,...`` (any emoji domain
-prepares all five).
+``emoji`` and ``emoji-mm`` need ``--domains emoji`` (the five domains and their text embeddings).
 """
 
 from __future__ import annotations
@@ -32,9 +31,10 @@ class Benchmark:
 
     def missing_data(self, root: Path) -> str | None:
         """Why this benchmark cannot run from ``root`` (the loader's message), or ``None``."""
-        for domain in self.config(0).domain_list:
+        config = self.config(0)
+        for domain in config.domain_list:
             try:
-                load_domain(domain, "test", root)
+                load_domain(domain, "test", root, text=config.uses_text)
             except DatasetNotFoundError as err:
                 return str(err)
         return None

@@ -90,3 +90,17 @@ def test_text_embeddings_are_aligned_unit_vectors(data_root: Path):
     assert np.allclose(x[:, -TEXT_DIM:].numpy(), split.text[:5])
     with pytest.raises(ValueError, match="has no text"):
         load_domain("mnist", "test", data_root, text=True)
+
+
+def test_the_image_text_benchmark_needs_the_text_embeddings(data_root: Path, tmp_path: Path):
+    import shutil
+
+    from dmm_fed.data.text import text_path
+    from simulations.benchmarks import BENCHMARKS
+
+    shutil.copytree(data_root / "emoji", tmp_path / "emoji")
+    text_path(tmp_path).unlink()
+    assert BENCHMARKS["emoji"].missing_data(tmp_path) is None
+    reason = BENCHMARKS["emoji-mm"].missing_data(tmp_path)
+    assert reason is not None and "emoji text embeddings not found" in reason
+    assert "--domains emoji" in reason
