@@ -157,8 +157,11 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown part(s) {', '.join(sorted(unknown))}; valid: {', '.join(PARTS)}")
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    result.update({"threads": args.threads, "repeats": args.repeats})
+    result["threads"] = args.threads
+    if not isinstance(result.get("repeats"), dict):  # parts rerun alone may use other repeats
+        result["repeats"] = {}
     for part in parts:
+        result["repeats"][PARTS[part]] = args.repeats
         if part == "aggregation":
             result[PARTS[part]] = aggregation_rows(args)
         else:
